@@ -1,0 +1,322 @@
+//! One store partition in its own RocksDB instance.
+//!
+//! Data lives in the default column family; the changelog offset lives in a
+//! `__weir_meta__` column family and is written in the same RocksDB
+//! `WriteBatch` as the data it describes (the Quix Streams design), so a crash
+//! can never leave the two out of step. Writes go to the WAL without fsync:
+//! a killed process loses nothing the OS already has, and whatever a lost
+//! machine had is rebuilt from the changelog.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
+
+use crate::{KeyValueStore, StateError, WriteBatch};
+
+const META_CF: &str = "__weir_meta__";
+const CHANGELOG_OFFSET_KEY: &[u8] = b"changelog_offset";
+
+/// Memory knobs for one store partition. The defaults keep a partition under
+/// ~40 MiB whatever the number of keys, so memory is bounded by the number of
+/// partitions a process owns, not by the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RocksDbOptions {
+    /// Size of one memtable before it is flushed to an SST file.
+    pub write_buffer_size: usize,
+    /// How many memtables may exist at once.
+    pub max_write_buffer_number: i32,
+    /// LRU block cache for reads.
+    pub block_cache_size: usize,
+}
+
+impl Default for RocksDbOptions {
+    fn default() -> Self {
+        Self {
+            write_buffer_size: 8 << 20,
+            max_write_buffer_number: 2,
+            block_cache_size: 16 << 20,
+        }
+    }
+}
+
+/// A RocksDB-backed [`KeyValueStore`] for one store partition.
+pub struct RocksDbStore {
+    /// The store's name, for errors and metrics.
+    name: String,
+    /// Where the instance lives, so `wipe` can remove and reopen it.
+    path: PathBuf,
+    /// Options used to (re)open the instance.
+    options: RocksDbOptions,
+    /// The open instance; `None` only for the moment `wipe` has it closed.
+    db: Option<DB>,
+    /// Cached copy of the offset in `__weir_meta__`, read once at open.
+    changelog_offset: Option<i64>,
+}
+
+impl std::fmt::Debug for RocksDbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbStore")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("changelog_offset", &self.changelog_offset)
+            .finish()
+    }
+}
+
+impl RocksDbStore {
+    /// Opens (creating if missing) the store partition at `path`.
+    pub fn open(
+        name: impl Into<String>,
+        path: impl AsRef<Path>,
+        options: RocksDbOptions,
+    ) -> Result<Self, StateError> {
+        let name = name.into();
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|source| StateError::Io {
+            store: name.clone(),
+            op: "create directory",
+            path: path.clone(),
+            source,
+        })?;
+        let db = Self::open_db(&name, &path, options)?;
+        let meta = db.cf_handle(META_CF).expect("meta column family exists");
+        let changelog_offset =
+            match db
+                .get_cf(meta, CHANGELOG_OFFSET_KEY)
+                .map_err(|source| StateError::RocksDb {
+                    store: name.clone(),
+                    op: "read changelog offset",
+                    source,
+                })? {
+                None => None,
+                Some(bytes) => Some(i64::from_be_bytes(bytes.as_slice().try_into().map_err(
+                    |_| StateError::CorruptMetadata {
+                        store: name.clone(),
+                        message: format!("changelog offset has {} bytes, expected 8", bytes.len()),
+                    },
+                )?)),
+            };
+        Ok(Self {
+            name,
+            path,
+            options,
+            db: Some(db),
+            changelog_offset,
+        })
+    }
+
+    fn open_db(name: &str, path: &Path, options: RocksDbOptions) -> Result<DB, StateError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_open_files(256);
+        db_opts.set_keep_log_file_num(2);
+        let mut data_opts = Options::default();
+        data_opts.set_write_buffer_size(options.write_buffer_size);
+        data_opts.set_max_write_buffer_number(options.max_write_buffer_number);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(options.block_cache_size));
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        data_opts.set_block_based_table_factory(&table);
+        data_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, data_opts),
+            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+        ];
+        DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StateError::Open {
+            store: name.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn db(&self) -> &DB {
+        self.db.as_ref().expect("store is open outside of wipe")
+    }
+
+    /// The directory of this store partition.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rocks_err(&self, op: &'static str) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
+        move |source| StateError::RocksDb {
+            store: self.name.clone(),
+            op,
+            source,
+        }
+    }
+}
+
+impl KeyValueStore for RocksDbStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db().get(key).map_err(self.rocks_err("get"))
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<(), StateError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut wb = rocksdb::WriteBatch::default();
+        for (key, value) in &batch.ops {
+            match value {
+                Some(v) => wb.put(key, v),
+                None => wb.delete(key),
+            }
+        }
+        if let Some(offset) = batch.changelog_offset {
+            let meta = self
+                .db()
+                .cf_handle(META_CF)
+                .expect("meta column family exists");
+            wb.put_cf(meta, CHANGELOG_OFFSET_KEY, offset.to_be_bytes());
+        }
+        // No fsync: the WAL reaches the OS at once, which survives a killed
+        // process; a lost machine is rebuilt from the changelog anyway.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db()
+            .write_opt(wb, &opts)
+            .map_err(self.rocks_err("write"))?;
+        if let Some(offset) = batch.changelog_offset {
+            self.changelog_offset = Some(offset);
+        }
+        Ok(())
+    }
+
+    fn changelog_offset(&self) -> Option<i64> {
+        self.changelog_offset
+    }
+
+    fn approximate_entries(&self) -> u64 {
+        self.db()
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StateError> {
+        for item in self.db().iterator(IteratorMode::Start) {
+            let (k, v) = item.map_err(self.rocks_err("iterate"))?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        self.db()
+            .flush_wal(true)
+            .map_err(self.rocks_err("flush WAL"))?;
+        self.db().flush().map_err(self.rocks_err("flush"))
+    }
+
+    fn wipe(&mut self) -> Result<(), StateError> {
+        // Close first: the directory's lock is released only when the handle drops.
+        self.db = None;
+        std::fs::remove_dir_all(&self.path).map_err(|source| StateError::Io {
+            store: self.name.clone(),
+            op: "remove directory",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.db = Some(Self::open_db(&self.name, &self.path, self.options)?);
+        self.changelog_offset = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> RocksDbStore {
+        RocksDbStore::open("dedup", dir, RocksDbOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn data_and_changelog_offset_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path());
+            assert_eq!(store.changelog_offset(), None);
+            let mut b = WriteBatch::new();
+            b.put("a", "1");
+            b.put("b", "2");
+            b.delete("a");
+            b.set_changelog_offset(42);
+            store.write(b).unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.changelog_offset(), Some(42));
+        assert_eq!(store.get(b"a").unwrap(), None);
+        assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_batch_without_offset_keeps_the_previous_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut b = WriteBatch::new();
+        b.set_changelog_offset(7);
+        store.write(b).unwrap();
+        let mut b = WriteBatch::new();
+        b.put("k", "v");
+        store.write(b).unwrap();
+        assert_eq!(store.changelog_offset(), Some(7));
+    }
+
+    #[test]
+    fn wipe_removes_data_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p0");
+        let mut store = open(&path);
+        let mut b = WriteBatch::new();
+        b.put("k", "v");
+        b.set_changelog_offset(3);
+        store.write(b).unwrap();
+        store.wipe().unwrap();
+        assert_eq!(store.get(b"k").unwrap(), None);
+        assert_eq!(store.changelog_offset(), None);
+        drop(store);
+        let store = open(&path);
+        assert_eq!(store.changelog_offset(), None);
+        assert_eq!(store.get(b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path());
+        let err = RocksDbStore::open("dedup", dir.path(), RocksDbOptions::default()).unwrap_err();
+        assert!(matches!(err, StateError::Open { .. }), "{err}");
+        assert!(err.to_string().contains("dedup"), "{err}");
+    }
+
+    #[test]
+    fn for_each_visits_keys_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut b = WriteBatch::new();
+        for k in ["c", "a", "b"] {
+            b.put(k, k);
+        }
+        store.write(b).unwrap();
+        let mut seen = Vec::new();
+        store
+            .for_each(&mut |k, _| {
+                seen.push(String::from_utf8(k.to_vec()).unwrap());
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, ["a", "b", "c"]);
+        assert_eq!(store.approximate_entries(), 3);
+    }
+}
