@@ -1,0 +1,136 @@
+//! `StreamsConfig`: the one configuration struct of the runtime, passed down
+//! by value. Every default is documented here; anything the runtime does not
+//! model is passed to librdkafka as-is.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weir_state::RocksDbOptions;
+
+use crate::TopologyError;
+
+/// Runtime configuration.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// The consumer group id and the prefix of internal topics
+    /// (`<application-id>-<store>-changelog`). Instances with the same id
+    /// share the work.
+    pub application_id: String,
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// Where store partitions live: `<state-dir>/<application-id>/<store>/<partition>`.
+    /// Default `./state`.
+    pub state_dir: PathBuf,
+    /// How often the commit protocol runs. Default 1 s: at-least-once outputs
+    /// are sent as records are processed, so this bounds the duplicates a
+    /// crash can cause, not latency.
+    pub commit_interval: Duration,
+    /// Most records taken from one poll before processing. Default 1000.
+    pub max_batch: usize,
+    /// How long a poll waits when nothing is there. Default 100 ms (also the
+    /// shutdown reaction time).
+    pub poll_timeout: Duration,
+    /// How often lag and store gauges are refreshed. Default 1 s.
+    pub metrics_interval: Duration,
+    /// librdkafka settings (`-X key=value`). Unprefixed keys go to every
+    /// client; `consumer.`, `producer.`, `restore.consumer.` and `admin.`
+    /// prefixes target one client, as in Kafka Streams.
+    pub client_overrides: Vec<(String, String)>,
+    /// RocksDB memory settings per store partition.
+    pub rocksdb: RocksDbOptions,
+    /// Replication factor of changelog topics Weir creates; -1 uses the
+    /// broker's default. Default -1.
+    pub changelog_replication: i32,
+    /// Timeout for metadata, admin, flush and commit calls. Default 30 s.
+    pub request_timeout: Duration,
+}
+
+impl StreamsConfig {
+    /// A configuration with every default and the two required settings.
+    pub fn new(application_id: impl Into<String>, bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            application_id: application_id.into(),
+            bootstrap_servers: bootstrap_servers.into(),
+            state_dir: PathBuf::from("./state"),
+            commit_interval: Duration::from_secs(1),
+            max_batch: 1000,
+            poll_timeout: Duration::from_millis(100),
+            metrics_interval: Duration::from_secs(1),
+            client_overrides: Vec::new(),
+            rocksdb: RocksDbOptions::default(),
+            changelog_replication: -1,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Adds a librdkafka setting.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.client_overrides.push((key.into(), value.into()));
+        self
+    }
+
+    /// Checks values a typo could break, with a message that says what to fix.
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        let bad = |m: String| Err(TopologyError::Config(m));
+        if self.application_id.is_empty()
+            || !self
+                .application_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return bad(format!(
+                "application id {:?} must be non-empty and use only letters, digits, '.', '_' and '-' (it names topics and directories)",
+                self.application_id
+            ));
+        }
+        if self.bootstrap_servers.trim().is_empty() {
+            return bad("bootstrap servers are empty".into());
+        }
+        if self.commit_interval.is_zero() {
+            return bad("commit interval must be positive".into());
+        }
+        if self.max_batch == 0 {
+            return bad("max batch must be at least 1".into());
+        }
+        for (k, v) in &self.client_overrides {
+            let key = k.rsplit_once('.').map(|_| k.as_str()).unwrap_or(k);
+            if key.ends_with("partition.assignment.strategy") && v.contains("cooperative") {
+                return bad(format!(
+                    "{k}={v}: Weir's tasks follow the eager rebalance protocol; use range or roundrobin"
+                ));
+            }
+            if key.ends_with("enable.auto.commit") && v == "true" {
+                return bad(format!(
+                    "{k}={v}: offsets are committed by Weir's commit protocol, never automatically"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let ok = StreamsConfig::new("inventory", "localhost:9092");
+        assert!(ok.validate().is_ok());
+        let e = StreamsConfig::new("in ventory", "x:1")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("application id"), "{e}");
+        let e = ok
+            .clone()
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("eager"), "{e}");
+        let e = ok
+            .set("consumer.enable.auto.commit", "true")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("commit protocol"), "{e}");
+    }
+}

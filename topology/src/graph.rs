@@ -1,0 +1,155 @@
+//! The erased graph behind the typed builder.
+//!
+//! Users write `KStream<K, V>`; inside, every key and value is a boxed
+//! `AnyValue`, and each node downcasts to the types its typed wrapper was
+//! built for. The builder only ever connects nodes whose types match, so a
+//! failed downcast is a bug in this crate, not a user error.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weir_state::StoreTransaction;
+
+use crate::record::{Headers, OutputRecord, Record, SourceCoordinates, SourceRecord};
+use crate::ProcessError;
+
+/// A value that can cross the erased graph: `Send`, and clonable so one
+/// record can fan out to several children.
+pub(crate) trait AnyValue: Send {
+    fn clone_box(&self) -> Box<dyn AnyValue>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl<T: Any + Send + Clone> AnyValue for T {
+    fn clone_box(&self) -> Box<dyn AnyValue> {
+        Box::new(self.clone())
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// A record with its key and value erased.
+pub(crate) struct ErasedRecord {
+    pub key: Option<Box<dyn AnyValue>>,
+    pub value: Option<Box<dyn AnyValue>>,
+    pub headers: Headers,
+    pub timestamp: i64,
+}
+
+impl Clone for ErasedRecord {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.as_ref().map(|k| k.clone_box()),
+            value: self.value.as_ref().map(|v| v.clone_box()),
+            headers: self.headers.clone(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+fn downcast<T: 'static>(b: Box<dyn AnyValue>) -> T {
+    *b.into_any()
+        .downcast::<T>()
+        .expect("the typed builder connects only nodes of matching types")
+}
+
+impl ErasedRecord {
+    pub fn erase<K: Any + Send + Clone, V: Any + Send + Clone>(r: Record<K, V>) -> Self {
+        Self {
+            key: r.key.map(|k| Box::new(k) as Box<dyn AnyValue>),
+            value: r.value.map(|v| Box::new(v) as Box<dyn AnyValue>),
+            headers: r.headers,
+            timestamp: r.timestamp,
+        }
+    }
+
+    pub fn typed<K: 'static, V: 'static>(self) -> Record<K, V> {
+        Record {
+            key: self.key.map(downcast::<K>),
+            value: self.value.map(downcast::<V>),
+            headers: self.headers,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// Where a node sends a forwarded record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Every child.
+    All,
+    /// One child (a branch), by node id.
+    Node(usize),
+}
+
+/// What one node invocation may touch.
+pub(crate) struct NodeContext<'a> {
+    /// The task's store transactions, by store name.
+    pub stores: &'a mut HashMap<String, StoreTransaction>,
+    /// Stores the current node was given access to.
+    pub allowed_stores: &'a [String],
+    /// The input record being processed.
+    pub source: &'a SourceCoordinates,
+    /// Records forwarded by the current node.
+    pub forwards: Vec<(Target, ErasedRecord)>,
+    /// Records bound for topics.
+    pub outputs: &'a mut Vec<OutputRecord>,
+    /// The current node's name.
+    pub node_name: &'a str,
+}
+
+/// One instantiated node of one task.
+pub(crate) trait Node: Send {
+    fn process(
+        &mut self,
+        record: ErasedRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError>;
+    /// Called when the task starts.
+    fn init(&mut self) {}
+    /// Called when the task closes.
+    fn close(&mut self) {}
+}
+
+/// Creates a node instance for a task (each task gets its own processors).
+pub(crate) type NodeFactory = Arc<dyn Fn() -> Box<dyn Node> + Send + Sync>;
+
+/// Decodes a raw input record for the source node.
+pub(crate) type SourceDecoder =
+    Arc<dyn Fn(&SourceRecord<'_>) -> Result<ErasedRecord, ProcessError> + Send + Sync>;
+
+/// What a node is, for validation and `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    Source { topic: String },
+    Processor,
+    Branch,
+    Sink { topic: String },
+}
+
+/// A node as declared in the builder.
+#[derive(Clone)]
+pub(crate) struct NodeSpec {
+    pub name: String,
+    pub kind: NodeKind,
+    pub parents: Vec<usize>,
+    pub children: Vec<usize>,
+    pub stores: Vec<String>,
+    pub factory: NodeFactory,
+}
+
+/// A node that forwards what it gets (sources and branch outlets).
+pub(crate) struct PassThrough;
+
+impl Node for PassThrough {
+    fn process(
+        &mut self,
+        record: ErasedRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        ctx.forwards.push((Target::All, record));
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! The producer side of the runtime: sending output and changelog records
+//! without waiting per record, and learning from delivery reports what was
+//! delivered (errors, and the changelog offsets restore will resume from).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::record::Headers;
+use crate::{metrics, TopologyError};
+
+/// Delivery opaque of an output or dead-letter record.
+pub(crate) const KIND_OUTPUT: usize = 0;
+/// Delivery opaque of a changelog record.
+pub(crate) const KIND_CHANGELOG: usize = 1;
+
+#[derive(Default)]
+struct DeliveryState {
+    /// The first delivery error since the last check.
+    first_error: Option<String>,
+    /// Highest delivered offset per changelog topic and partition.
+    changelog_offsets: HashMap<String, HashMap<i32, i64>>,
+    /// Cached counters per topic, so a delivery costs no label allocation.
+    produced: HashMap<String, ::metrics::Counter>,
+}
+
+/// Producer context that tracks deliveries.
+#[derive(Default)]
+pub(crate) struct DeliveryTracker {
+    state: Mutex<DeliveryState>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, kind: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(m) => {
+                let topic = m.topic();
+                if kind == KIND_CHANGELOG {
+                    let slot = match st.changelog_offsets.get_mut(topic) {
+                        Some(parts) => parts.entry(m.partition()).or_insert(-1),
+                        None => st
+                            .changelog_offsets
+                            .entry(topic.to_string())
+                            .or_default()
+                            .entry(m.partition())
+                            .or_insert(-1),
+                    };
+                    *slot = (*slot).max(m.offset());
+                }
+                match st.produced.get(topic) {
+                    Some(c) => c.increment(1),
+                    None => {
+                        let c = ::metrics::counter!(metrics::RECORDS_PRODUCED, metrics::LABEL_TOPIC => topic.to_string());
+                        c.increment(1);
+                        st.produced.insert(topic.to_string(), c);
+                    }
+                }
+            }
+            Err((e, m)) => {
+                if st.first_error.is_none() {
+                    st.first_error = Some(format!(
+                        "delivery to {}[{}] failed: {e}",
+                        m.topic(),
+                        m.partition()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl DeliveryTracker {
+    /// Takes the first delivery error since the last call.
+    pub(crate) fn take_error(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_error
+            .take()
+    }
+
+    /// The next offset after the highest delivered record of a changelog partition.
+    pub(crate) fn changelog_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.changelog_offsets
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .map(|o| o + 1)
+    }
+}
+
+pub(crate) type WeirProducer = ThreadedProducer<DeliveryTracker>;
+
+/// Hands one record to the producer, waiting (not failing) while its queue is full.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn send(
+    producer: &WeirProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &Headers,
+    timestamp: Option<i64>,
+    kind: usize,
+) -> Result<(), TopologyError> {
+    loop {
+        let mut rec: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, kind);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        if let Some(ts) = timestamp {
+            rec = rec.timestamp(ts);
+        }
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (name, value) in headers.iter() {
+                h = h.insert(Header { key: name, value });
+            }
+            rec = rec.headers(h);
+        }
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                // Back-pressure: the background thread drains the queue.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => {
+                return Err(TopologyError::Kafka {
+                    op: format!("produce to {topic}"),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// Waits until everything handed to the producer is delivered, then reports
+/// the first delivery error, if any.
+pub(crate) fn flush(producer: &WeirProducer, timeout: Duration) -> Result<(), TopologyError> {
+    producer
+        .flush(timeout)
+        .map_err(|source| TopologyError::Kafka {
+            op: "flush producer".into(),
+            source,
+        })?;
+    match producer.context().take_error() {
+        Some(e) => Err(TopologyError::Commit(e)),
+        None => Ok(()),
+    }
+}

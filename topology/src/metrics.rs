@@ -1,0 +1,64 @@
+//! Every metric name Weir exports, in one place, with a fixed label set.
+//! Labels stay bounded: topics, partitions, stores, failure kinds — never
+//! keys or free text.
+
+/// Counter: input records consumed.
+pub const RECORDS_CONSUMED: &str = "weir_records_consumed_total";
+/// Counter `{topic}`: records delivered to output topics (sinks, dead letters, changelogs).
+pub const RECORDS_PRODUCED: &str = "weir_records_produced_total";
+/// Counter `{store}`: records dropped by a dedup operator.
+pub const DUPLICATES: &str = "weir_duplicates_total";
+/// Counter `{kind}`: records routed to the dead-letter topic.
+pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
+/// Gauge `{topic, partition}`: high watermark minus the next offset to process.
+pub const CONSUMER_LAG: &str = "weir_consumer_lag";
+/// Counter: successful commits.
+pub const COMMITS: &str = "weir_commits_total";
+/// Histogram (seconds): one run of the commit protocol.
+pub const COMMIT_LATENCY: &str = "weir_commit_latency_seconds";
+/// Histogram (seconds): processing one poll batch, per record.
+pub const PROCESS_LATENCY: &str = "weir_process_latency_seconds";
+/// Counter `{store}`: changelog records applied during restore.
+pub const RESTORE_RECORDS: &str = "weir_restore_records_total";
+/// Gauge `{store, partition}`: changelog records left to restore.
+pub const RESTORE_REMAINING: &str = "weir_restore_remaining_records";
+/// Gauge: input partitions assigned to this instance.
+pub const ASSIGNED_PARTITIONS: &str = "weir_assigned_partitions";
+/// Counter: rebalances (assignments) seen.
+pub const REBALANCES: &str = "weir_rebalances_total";
+/// Gauge `{store, partition}`: approximate entries in a store partition.
+pub const STORE_ENTRIES: &str = "weir_store_entries";
+
+/// Label: topic name.
+pub const LABEL_TOPIC: &str = "topic";
+/// Label: partition number.
+pub const LABEL_PARTITION: &str = "partition";
+/// Label: store name.
+pub const LABEL_STORE: &str = "store";
+/// Label: failure kind (`deserialization`, `validation`, `processing`).
+pub const LABEL_KIND: &str = "kind";
+
+/// Registers help texts with the installed recorder, so `/metrics` explains
+/// itself. Call once after installing a recorder.
+pub fn describe() {
+    use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(RECORDS_CONSUMED, "Input records consumed");
+    describe_counter!(RECORDS_PRODUCED, "Records delivered, by topic");
+    describe_counter!(DUPLICATES, "Records dropped as duplicates, by dedup store");
+    describe_counter!(
+        DLQ_RECORDS,
+        "Records routed to the dead-letter topic, by failure kind"
+    );
+    describe_gauge!(CONSUMER_LAG, "High watermark minus next offset to process");
+    describe_counter!(COMMITS, "Successful commits");
+    describe_histogram!(COMMIT_LATENCY, Unit::Seconds, "Duration of one commit");
+    describe_histogram!(PROCESS_LATENCY, Unit::Seconds, "Processing time per record");
+    describe_counter!(RESTORE_RECORDS, "Changelog records applied during restore");
+    describe_gauge!(RESTORE_REMAINING, "Changelog records left to restore");
+    describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        "Input partitions assigned to this instance"
+    );
+    describe_counter!(REBALANCES, "Partition assignments received");
+    describe_gauge!(STORE_ENTRIES, "Approximate entries per store partition");
+}

@@ -1,0 +1,351 @@
+//! The task manager: creates tasks on assignment, closes them on
+//! revocation, feeds them records, drives restore and commits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::kafka::producer::{self, WeirProducer, KIND_OUTPUT};
+use crate::record::{Headers, SourceCoordinates, SourceRecord};
+use crate::runtime::commit::commit;
+use crate::runtime::context::StreamContext;
+use crate::runtime::restore::Restorer;
+use crate::runtime::status::Status;
+use crate::runtime::task::{Task, TaskState};
+use crate::task::now_ms;
+use crate::{metrics, StreamsConfig, Topology, TopologyError};
+
+pub(crate) struct TaskManager {
+    pub cfg: StreamsConfig,
+    topology: Topology,
+    source_topic: Arc<str>,
+    pub producer: WeirProducer,
+    pub tasks: BTreeMap<i32, Task>,
+    restorer: Restorer,
+    /// Assigned tasks whose restore has not been planned yet (planning needs
+    /// network calls, which do not belong in a rebalance callback).
+    new_tasks: Vec<i32>,
+    /// An error raised inside a callback, for the loop to act on.
+    pub fatal: Option<TopologyError>,
+    /// Bumped on every rebalance, so the loop can drop a batch polled
+    /// across one (eager rebalancing resets positions to committed offsets).
+    pub epoch: u64,
+    status: Arc<Status>,
+}
+
+impl TaskManager {
+    pub fn new(
+        cfg: StreamsConfig,
+        topology: Topology,
+        producer: WeirProducer,
+        restorer: Restorer,
+        status: Arc<Status>,
+    ) -> Self {
+        Self {
+            source_topic: Arc::from(topology.source_topic()),
+            cfg,
+            topology,
+            producer,
+            tasks: BTreeMap::new(),
+            restorer,
+            new_tasks: Vec::new(),
+            fatal: None,
+            epoch: 0,
+            status,
+        }
+    }
+
+    /// The input topic.
+    pub fn source_topic(&self) -> &str {
+        &self.source_topic
+    }
+
+    fn publish_status(&self) {
+        let restoring = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Restoring)
+            .count();
+        self.status.set_tasks(self.tasks.len(), restoring);
+        ::metrics::gauge!(metrics::ASSIGNED_PARTITIONS).set(self.tasks.len() as f64);
+    }
+
+    /// Revocation: commit what was processed, close every task.
+    pub fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) {
+        self.epoch += 1;
+        if self.tasks.is_empty() {
+            return;
+        }
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        tracing::info!(
+            ?partitions,
+            "partitions revoked: committing and closing tasks"
+        );
+        if let Err(e) = self.send_outputs().and_then(|_| self.commit_all(consumer)) {
+            tracing::warn!(error = %e, "commit on revocation failed: the next owner reprocesses from the last committed offsets");
+            for t in self.tasks.values_mut() {
+                t.abort();
+            }
+        }
+        for t in self.tasks.values_mut() {
+            t.close();
+        }
+        self.tasks.clear();
+        self.restorer.clear();
+        self.new_tasks.clear();
+        self.publish_status();
+    }
+
+    /// Assignment: open a task per input partition, paused until restored.
+    pub fn on_assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &TopicPartitionList) {
+        self.epoch += 1;
+        ::metrics::counter!(metrics::REBALANCES).increment(1);
+        let mut partitions = Vec::new();
+        for e in tpl.elements() {
+            if e.topic() != &*self.source_topic {
+                continue;
+            }
+            partitions.push(e.partition());
+            match Task::open(&self.cfg, &self.topology, e.partition()) {
+                Ok(t) => {
+                    self.tasks.insert(e.partition(), t);
+                    self.new_tasks.push(e.partition());
+                }
+                Err(err) => {
+                    self.fatal.get_or_insert(err);
+                }
+            }
+        }
+        tracing::info!(?partitions, "partitions assigned");
+        if let Err(e) = consumer.pause(tpl) {
+            self.fatal.get_or_insert(TopologyError::Kafka {
+                op: "pause partitions for restore".into(),
+                source: e,
+            });
+        }
+        self.publish_status();
+    }
+
+    /// Reads committed offsets of new tasks and plans their restore.
+    pub fn start_new_tasks(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+    ) -> Result<(), TopologyError> {
+        if self.new_tasks.is_empty() {
+            return Ok(());
+        }
+        let new = std::mem::take(&mut self.new_tasks);
+        let mut tpl = TopicPartitionList::new();
+        for p in &new {
+            tpl.add_partition(&self.source_topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, self.cfg.request_timeout)
+            .map_err(|source| TopologyError::Kafka {
+                op: "read committed offsets".into(),
+                source,
+            })?;
+        for e in committed.elements() {
+            if let (Some(t), Offset::Offset(o)) = (self.tasks.get_mut(&e.partition()), e.offset()) {
+                t.committed = Some(o);
+            }
+        }
+        for p in new {
+            let task = self.tasks.get_mut(&p).expect("new task exists");
+            if !self.restorer.start(task)? {
+                self.resume(consumer, p)?;
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn resume(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        p: i32,
+    ) -> Result<(), TopologyError> {
+        let task = self.tasks.get_mut(&p).expect("resumed task exists");
+        task.state = TaskState::Running;
+        if let Some(o) = task.rewind_to.take() {
+            consumer
+                .seek(
+                    &self.source_topic,
+                    p,
+                    Offset::Offset(o),
+                    self.cfg.request_timeout,
+                )
+                .map_err(|source| TopologyError::Kafka {
+                    op: format!("rewind {}[{p}] to {o} after restore", self.source_topic),
+                    source,
+                })?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.source_topic, p);
+        consumer
+            .resume(&tpl)
+            .map_err(|source| TopologyError::Kafka {
+                op: "resume partition".into(),
+                source,
+            })?;
+        tracing::info!(partition = p, committed = ?task.committed, "task running");
+        Ok(())
+    }
+
+    /// Runs one restore slice; resumes tasks whose stores are complete.
+    pub fn restore_step(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        budget: Duration,
+    ) -> Result<(), TopologyError> {
+        if !self.restorer.active() {
+            return Ok(());
+        }
+        let done = self.restorer.poll(&mut self.tasks, budget)?;
+        for p in done {
+            self.resume(consumer, p)?;
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// True while any store is restoring.
+    pub fn restoring(&self) -> bool {
+        self.restorer.active()
+    }
+
+    /// Processes one polled record.
+    pub fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<(), TopologyError> {
+        let p = m.partition();
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(()); // revoked in the meantime; the new owner will process it
+        };
+        if task.state != TaskState::Running {
+            // Fetched before the pause took effect: process it after restore.
+            task.rewind_to.get_or_insert(m.offset());
+            return Ok(());
+        }
+        let mut headers = Headers::new();
+        if let Some(h) = m.headers() {
+            for hd in h.iter() {
+                headers.push(hd.key, hd.value.map(<[u8]>::to_vec));
+            }
+        }
+        let raw = SourceRecord {
+            coordinates: SourceCoordinates {
+                topic: self.source_topic.clone(),
+                partition: p,
+                offset: m.offset(),
+            },
+            timestamp: m.timestamp().to_millis().unwrap_or_else(now_ms),
+            key: m.key(),
+            value: m.payload(),
+            headers,
+        };
+        task.core.process(&raw)?;
+        task.next_offset = Some(m.offset() + 1);
+        Ok(())
+    }
+
+    /// Hands every task's outputs to the producer.
+    pub fn send_outputs(&mut self) -> Result<(), TopologyError> {
+        for task in self.tasks.values_mut() {
+            for r in task.core.outputs.drain(..) {
+                producer::send(
+                    &self.producer,
+                    &r.topic,
+                    None,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &r.headers,
+                    Some(r.timestamp),
+                    KIND_OUTPUT,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_all(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
+        commit(
+            &mut self.tasks,
+            &self.producer,
+            consumer,
+            &self.source_topic,
+            self.cfg.request_timeout,
+        )
+    }
+
+    /// Runs the commit protocol. A failure that the next attempt can fix
+    /// (broker trouble) aborts the interval and rewinds the input to the last
+    /// committed offsets; a store failure or a fatal producer error stops.
+    pub fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
+        let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
+        let Err(e) = result else { return Ok(()) };
+        if matches!(e, TopologyError::State { .. }) {
+            return Err(e);
+        }
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(TopologyError::Commit(format!(
+                "producer failed fatally ({code:?}: {reason}) after: {e}"
+            )));
+        }
+        tracing::warn!(error = %e, "commit failed: dropping uncommitted work and reprocessing from the last committed offsets");
+        for (p, t) in self.tasks.iter_mut() {
+            t.abort();
+            if t.state != TaskState::Running {
+                continue;
+            }
+            let to = t.committed.map(Offset::Offset).unwrap_or(Offset::Beginning);
+            consumer
+                .seek(&self.source_topic, *p, to, self.cfg.request_timeout)
+                .map_err(|source| TopologyError::Kafka {
+                    op: format!("rewind {}[{p}] after a failed commit", self.source_topic),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Refreshes lag and store gauges from locally cached watermarks.
+    pub fn update_gauges(&self, consumer: &BaseConsumer<StreamContext>) {
+        use rdkafka::consumer::Consumer as _;
+        let client = consumer.client();
+        for (p, t) in &self.tasks {
+            if let Some((low, high)) =
+                crate::kafka::client::cached_watermarks(client, &self.source_topic, *p)
+            {
+                let next = t.next_offset.or(t.committed).unwrap_or(low);
+                ::metrics::gauge!(metrics::CONSUMER_LAG, metrics::LABEL_TOPIC => self.source_topic.to_string(), metrics::LABEL_PARTITION => p.to_string())
+                    .set((high - next).max(0) as f64);
+            }
+            for (name, tx) in &t.core.stores {
+                ::metrics::gauge!(metrics::STORE_ENTRIES, metrics::LABEL_STORE => name.clone(), metrics::LABEL_PARTITION => p.to_string())
+                    .set(tx.store().approximate_entries() as f64);
+            }
+        }
+    }
+
+    /// Clean shutdown: commit, then close every task.
+    pub fn shutdown(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+    ) -> Result<(), TopologyError> {
+        let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
+        for t in self.tasks.values_mut() {
+            if result.is_err() {
+                t.abort();
+            }
+            t.close();
+        }
+        self.tasks.clear();
+        self.restorer.clear();
+        self.publish_status();
+        result
+    }
+}

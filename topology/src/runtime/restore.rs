@@ -1,0 +1,275 @@
+//! Restore: rebuilding store partitions from their changelogs.
+//!
+//! Restore runs inside the stream thread's loop in bounded slices, beside
+//! processing: a task that restores does not hold back tasks that are ready
+//! (the paused input partition is the only thing waiting). Each slice is
+//! applied to RocksDB with the changelog offset it reached in the same
+//! atomic batch, so a crash mid-restore resumes where it stopped.
+//!
+//! Where restore starts:
+//! - the store's recorded changelog offset (after a clean stop: the end, so
+//!   nothing is replayed; after a crash: the unapplied tail);
+//! - the changelog's start when the store is new or was deleted;
+//! - the changelog's start after wiping, when the store claims an offset
+//!   past the changelog's end (the topic was recreated: the local state
+//!   belongs to another history);
+//! - the first record still there when the changelog was truncated under
+//!   the recorded offset (retention, or a broker that drops old data):
+//!   what remains is restored and the gap is logged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_state::WriteBatch;
+
+use crate::kafka::client::{config, Client};
+use crate::runtime::task::Task;
+use crate::{metrics, StreamsConfig, TopologyError};
+
+struct Job {
+    partition: i32,
+    store: String,
+    topic: String,
+    position: i64,
+    start: i64,
+    end: i64,
+    restored: u64,
+    started: Instant,
+}
+
+pub(crate) struct Restorer {
+    consumer: BaseConsumer,
+    jobs: Vec<Job>,
+    timeout: Duration,
+    last_log: Instant,
+}
+
+impl Restorer {
+    pub fn new(cfg: &StreamsConfig, instance: &str) -> Result<Self, TopologyError> {
+        let consumer: BaseConsumer =
+            config(cfg, Client::Restore, instance)
+                .create()
+                .map_err(|source| TopologyError::Kafka {
+                    op: "create restore consumer".into(),
+                    source,
+                })?;
+        Ok(Self {
+            consumer,
+            jobs: Vec::new(),
+            timeout: cfg.request_timeout,
+            last_log: Instant::now(),
+        })
+    }
+
+    fn kafka<T>(r: Result<T, rdkafka::error::KafkaError>, op: String) -> Result<T, TopologyError> {
+        r.map_err(|source| TopologyError::Kafka { op, source })
+    }
+
+    /// Plans the restore of a new task's stores. Returns `true` when there
+    /// is something to restore.
+    pub fn start(&mut self, task: &mut Task) -> Result<bool, TopologyError> {
+        let p = task.partition;
+        let mut any = false;
+        for (store, topic) in &task.changelogs {
+            let (low, high) = Self::kafka(
+                self.consumer.fetch_watermarks(topic, p, self.timeout),
+                format!("read watermarks of {topic}[{p}]"),
+            )?;
+            let tx = task
+                .core
+                .stores
+                .get_mut(store)
+                .expect("every logged store is open");
+            let recorded = tx.store().changelog_offset();
+            let mut from = recorded.unwrap_or(low);
+            if recorded.is_some() && from > high {
+                tracing::warn!(
+                    store, partition = p, recorded = from, changelog_end = high,
+                    "local store is ahead of its changelog (the topic was recreated?): wiping it and rebuilding from the changelog"
+                );
+                tx.store_mut()
+                    .wipe()
+                    .map_err(|source| TopologyError::State {
+                        task: task.core.id.clone(),
+                        source,
+                    })?;
+                from = low;
+            }
+            if from < low {
+                tracing::warn!(
+                    store,
+                    partition = p,
+                    recorded = from,
+                    first_available = low,
+                    lost = low - from,
+                    "changelog was truncated below the store's offset: restoring what remains"
+                );
+                from = low;
+            }
+            ::metrics::gauge!(metrics::RESTORE_REMAINING, metrics::LABEL_STORE => store.clone(), metrics::LABEL_PARTITION => p.to_string())
+                .set((high - from).max(0) as f64);
+            if from >= high {
+                tracing::debug!(store, partition = p, offset = from, "store is up to date");
+                continue;
+            }
+            tracing::info!(
+                store,
+                partition = p,
+                from,
+                to = high,
+                records = high - from,
+                full = recorded.is_none(),
+                "restoring store from changelog"
+            );
+            any = true;
+            self.jobs.push(Job {
+                partition: p,
+                store: store.clone(),
+                topic: topic.clone(),
+                position: from,
+                start: from,
+                end: high,
+                restored: 0,
+                started: Instant::now(),
+            });
+        }
+        if any {
+            self.reassign()?;
+        }
+        Ok(any)
+    }
+
+    fn reassign(&self) -> Result<(), TopologyError> {
+        let mut tpl = TopicPartitionList::new();
+        for j in &self.jobs {
+            Self::kafka(
+                tpl.add_partition_offset(&j.topic, j.partition, Offset::Offset(j.position)),
+                "build restore assignment".into(),
+            )?;
+        }
+        Self::kafka(
+            self.consumer.assign(&tpl),
+            "assign changelog partitions".into(),
+        )
+    }
+
+    /// Forgets every job (the tasks were revoked).
+    pub fn clear(&mut self) {
+        if !self.jobs.is_empty() {
+            self.jobs.clear();
+            let _ = self.consumer.unassign();
+        }
+    }
+
+    /// True while any store is restoring.
+    pub fn active(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// True while any store of `partition` is restoring.
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        self.jobs.iter().any(|j| j.partition == partition)
+    }
+
+    /// Restores for at most `budget`, then returns the partitions whose stores
+    /// are all restored.
+    pub fn poll(
+        &mut self,
+        tasks: &mut BTreeMap<i32, Task>,
+        budget: Duration,
+    ) -> Result<Vec<i32>, TopologyError> {
+        if self.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + budget;
+        let mut batches: HashMap<usize, WriteBatch> = HashMap::new();
+        while Instant::now() < deadline && self.jobs.iter().any(|j| j.position < j.end) {
+            let Some(msg) = self.consumer.poll(Duration::from_millis(10)) else {
+                continue;
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "restore consumer error (retrying)");
+                    continue;
+                }
+            };
+            let Some(idx) = self
+                .jobs
+                .iter()
+                .position(|j| j.partition == m.partition() && j.topic == m.topic())
+            else {
+                continue;
+            };
+            let job = &mut self.jobs[idx];
+            if m.offset() < job.position {
+                continue;
+            }
+            let batch = batches.entry(idx).or_default();
+            let key = m.key().unwrap_or_default().to_vec();
+            match m.payload() {
+                Some(v) => batch.put(key, v.to_vec()),
+                None => batch.delete(key),
+            }
+            job.position = m.offset() + 1;
+            job.restored += 1;
+        }
+        for (idx, mut batch) in batches {
+            let job = &self.jobs[idx];
+            let n = batch.ops.len() as u64;
+            batch.set_changelog_offset(job.position);
+            let task = tasks
+                .get_mut(&job.partition)
+                .expect("restoring tasks exist");
+            let tx = task.core.stores.get_mut(&job.store).expect("store exists");
+            tx.store_mut()
+                .write(batch)
+                .map_err(|source| TopologyError::State {
+                    task: task.core.id.clone(),
+                    source,
+                })?;
+            ::metrics::counter!(metrics::RESTORE_RECORDS, metrics::LABEL_STORE => job.store.clone())
+                .increment(n);
+        }
+        for j in &self.jobs {
+            ::metrics::gauge!(metrics::RESTORE_REMAINING, metrics::LABEL_STORE => j.store.clone(), metrics::LABEL_PARTITION => j.partition.to_string())
+                .set((j.end - j.position).max(0) as f64);
+        }
+        if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            for j in &self.jobs {
+                let secs = j.started.elapsed().as_secs_f64().max(1e-9);
+                tracing::info!(
+                    store = %j.store, partition = j.partition,
+                    restored = j.restored, remaining = j.end - j.position,
+                    rate = format!("{:.0}/s", j.restored as f64 / secs),
+                    "restore progress"
+                );
+            }
+        }
+        let (done, left): (Vec<Job>, Vec<Job>) =
+            self.jobs.drain(..).partition(|j| j.position >= j.end);
+        self.jobs = left;
+        for j in &done {
+            let secs = j.started.elapsed().as_secs_f64();
+            tracing::info!(
+                store = %j.store, partition = j.partition, records = j.restored,
+                offsets = format!("{}..{}", j.start, j.end),
+                seconds = format!("{secs:.3}"),
+                rate = format!("{:.0}/s", j.restored as f64 / secs.max(1e-9)),
+                "restore complete"
+            );
+        }
+        if !done.is_empty() {
+            self.reassign()?;
+        }
+        let mut finished: Vec<i32> = done.iter().map(|j| j.partition).collect();
+        finished.sort_unstable();
+        finished.dedup();
+        finished.retain(|p| !self.is_restoring(*p));
+        Ok(finished)
+    }
+}

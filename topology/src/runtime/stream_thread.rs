@@ -1,0 +1,124 @@
+//! The stream thread: one consumer-group member, its tasks, one loop.
+//!
+//! Each turn: poll a batch (rebalances happen inside poll), process it,
+//! hand outputs to the producer, restore a slice, commit when the interval
+//! is due, refresh gauges. Nothing in the loop waits per record.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::kafka::client::{config, Client};
+use crate::runtime::context::StreamContext;
+use crate::runtime::manager::TaskManager;
+use crate::{metrics, TopologyError};
+
+/// How long one restore slice may take before the loop polls input again.
+const RESTORE_SLICE: Duration = Duration::from_millis(50);
+
+pub(crate) fn run(
+    manager: TaskManager,
+    instance: &str,
+    shutdown: &AtomicBool,
+) -> Result<(), TopologyError> {
+    let cfg = manager.cfg.clone();
+    let source = manager.source_topic().to_string();
+    let ctx = StreamContext {
+        manager: Arc::new(Mutex::new(manager)),
+    };
+    let consumer: BaseConsumer<StreamContext> = config(&cfg, Client::Consumer, instance)
+        .create_with_context(ctx)
+        .map_err(|source| TopologyError::Kafka {
+            op: "create consumer".into(),
+            source,
+        })?;
+    consumer
+        .subscribe(&[&source])
+        .map_err(|source| TopologyError::Kafka {
+            op: "subscribe".into(),
+            source,
+        })?;
+    tracing::info!(topic = %source, group = %cfg.application_id, "subscribed");
+
+    let result = run_loop(&consumer, &cfg, shutdown);
+    let closing = consumer.context().lock().shutdown(&consumer);
+    // Leave the group now rather than after the session timeout; the revoke
+    // callback finds no tasks left.
+    consumer.unsubscribe();
+    drop(consumer);
+    result.and(closing)
+}
+
+fn run_loop(
+    consumer: &BaseConsumer<StreamContext>,
+    cfg: &crate::StreamsConfig,
+    shutdown: &AtomicBool,
+) -> Result<(), TopologyError> {
+    let mut batch = Vec::with_capacity(cfg.max_batch);
+    let mut last_commit = Instant::now();
+    let mut last_gauges = Instant::now();
+    let consumed = ::metrics::counter!(metrics::RECORDS_CONSUMED);
+    let process_latency = ::metrics::histogram!(metrics::PROCESS_LATENCY);
+    while !shutdown.load(Ordering::SeqCst) {
+        let epoch = consumer.context().lock().epoch;
+        let restoring = consumer.context().lock().restoring();
+        // While restoring, poll briefly so restore slices keep coming.
+        let wait = if restoring {
+            Duration::ZERO
+        } else {
+            cfg.poll_timeout
+        };
+        let mut next = consumer.poll(wait);
+        while let Some(item) = next {
+            match item {
+                Ok(m) => batch.push(m),
+                Err(e) => {
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+                        return Err(TopologyError::Kafka {
+                            op: "consume".into(),
+                            source: e,
+                        });
+                    }
+                    tracing::warn!(error = %e, "consumer error (librdkafka retries)");
+                }
+            }
+            if batch.len() >= cfg.max_batch {
+                break;
+            }
+            next = consumer.poll(Duration::ZERO);
+        }
+        let mut m = consumer.context().lock();
+        if let Some(e) = m.fatal.take() {
+            return Err(e);
+        }
+        if m.epoch != epoch {
+            // A rebalance happened while polling: positions were reset to
+            // the committed offsets, so these records will come again.
+            batch.clear();
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            let started = Instant::now();
+            for msg in batch.drain(..) {
+                m.process(&msg)?;
+            }
+            consumed.increment(n as u64);
+            process_latency.record(started.elapsed().as_secs_f64() / n as f64);
+        }
+        m.send_outputs()?;
+        m.start_new_tasks(consumer)?;
+        m.restore_step(consumer, RESTORE_SLICE)?;
+        if last_commit.elapsed() >= cfg.commit_interval {
+            m.commit(consumer)?;
+            last_commit = Instant::now();
+        }
+        if last_gauges.elapsed() >= cfg.metrics_interval {
+            m.update_gauges(consumer);
+            last_gauges = Instant::now();
+        }
+    }
+    Ok(())
+}

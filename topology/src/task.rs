@@ -1,0 +1,170 @@
+//! One task: the topology instantiated for one input partition, with its
+//! own processors and store partitions. No Kafka here — the runtime and the
+//! test driver both drive this same core, so what the driver tests is what
+//! runs in production.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weir_state::StoreTransaction;
+
+use crate::builder::TopologyInner;
+use crate::dead_letter::{dead_letter_headers, Failure};
+use crate::graph::{Node, NodeContext, Target};
+use crate::record::{OutputRecord, SourceRecord};
+use crate::{metrics, FailureKind, ProcessError, Topology, TopologyError};
+
+/// What happened to one input record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Ran through the topology (outputs, if any, are in `outputs`).
+    Processed,
+    /// Failed and was written to the dead-letter topic.
+    DeadLettered(FailureKind),
+}
+
+pub(crate) struct TaskCore {
+    /// `<topic>-<partition>`, for logs and errors.
+    pub id: String,
+    topology: Arc<TopologyInner>,
+    nodes: Vec<Box<dyn Node>>,
+    /// Store transactions by store name.
+    pub stores: HashMap<String, StoreTransaction>,
+    /// Records produced since the runtime last drained them.
+    pub outputs: Vec<OutputRecord>,
+}
+
+impl TaskCore {
+    pub fn new(
+        topology: &Topology,
+        partition: i32,
+        stores: HashMap<String, StoreTransaction>,
+    ) -> Self {
+        let inner = topology.inner.clone();
+        let mut nodes: Vec<Box<dyn Node>> = inner.nodes.iter().map(|n| (n.factory)()).collect();
+        for n in &mut nodes {
+            n.init();
+        }
+        Self {
+            id: format!("{}-{partition}", inner.source_topic),
+            topology: inner,
+            nodes,
+            stores,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Runs one input record through the topology.
+    pub fn process(&mut self, raw: &SourceRecord<'_>) -> Result<Outcome, TopologyError> {
+        let mark = self.outputs.len();
+        let mut failed_node = self.topology.source_node;
+        let result = self.run(raw, &mut failed_node);
+        match result {
+            Ok(()) => Ok(Outcome::Processed),
+            Err(ProcessError::Record { kind, message }) => {
+                self.outputs.truncate(mark);
+                self.dead_letter(raw, kind, &message, failed_node)?;
+                Ok(Outcome::DeadLettered(kind))
+            }
+            Err(ProcessError::State(source)) => Err(TopologyError::State {
+                task: self.id.clone(),
+                source,
+            }),
+            Err(ProcessError::Misuse(m)) => Err(TopologyError::Invalid(m)),
+        }
+    }
+
+    fn run(&mut self, raw: &SourceRecord<'_>, failed_node: &mut usize) -> Result<(), ProcessError> {
+        let topo = self.topology.clone();
+        let first = (topo.decoder)(raw)?;
+        let mut stack = vec![(topo.source_node, first)];
+        while let Some((id, record)) = stack.pop() {
+            let spec = &topo.nodes[id];
+            *failed_node = id;
+            let mut ctx = NodeContext {
+                stores: &mut self.stores,
+                allowed_stores: &spec.stores,
+                source: &raw.coordinates,
+                forwards: Vec::new(),
+                outputs: &mut self.outputs,
+                node_name: &spec.name,
+            };
+            self.nodes[id].process(record, &mut ctx)?;
+            // Depth-first, in forward order: push in reverse.
+            for (target, rec) in ctx.forwards.into_iter().rev() {
+                match target {
+                    Target::Node(child) => stack.push((child, rec)),
+                    Target::All => {
+                        if let Some((last, rest)) = spec.children.split_last() {
+                            stack.push((*last, rec.clone()));
+                            for child in rest.iter().rev() {
+                                stack.push((*child, rec.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        raw: &SourceRecord<'_>,
+        kind: FailureKind,
+        message: &str,
+        node: usize,
+    ) -> Result<(), TopologyError> {
+        let c = &raw.coordinates;
+        let Some(route) = &self.topology.dead_letter else {
+            return Err(TopologyError::Unrouted {
+                topic: c.topic.to_string(),
+                partition: c.partition,
+                offset: c.offset,
+                error: format!("{kind}: {message}"),
+            });
+        };
+        let failure = Failure {
+            kind,
+            message,
+            processor: &self.topology.nodes[node].name,
+            source: raw,
+            failed_at_ms: now_ms(),
+        };
+        let letter = route.handler.dead_letter(&failure);
+        let headers = dead_letter_headers(&failure, &letter.headers);
+        tracing::warn!(
+            task = %self.id,
+            offset = c.offset,
+            kind = kind.as_str(),
+            processor = failure.processor,
+            error = message,
+            "record sent to the dead-letter topic"
+        );
+        ::metrics::counter!(metrics::DLQ_RECORDS, metrics::LABEL_KIND => kind.as_str())
+            .increment(1);
+        self.outputs.push(OutputRecord {
+            topic: route.topic.clone(),
+            key: letter.key,
+            value: letter.value,
+            headers,
+            timestamp: failure.failed_at_ms,
+        });
+        Ok(())
+    }
+
+    /// Closes the processors (stores are closed by dropping the task).
+    pub fn close(&mut self) {
+        for n in &mut self.nodes {
+            n.close();
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
