@@ -1,0 +1,220 @@
+//! The embedded broker: librdkafka's in-process mock cluster.
+//!
+//! It speaks the Kafka protocol (consumer groups, commits, idempotent
+//! produce), so Weir runs against it exactly as against a real cluster.
+//! Its limits, measured: no CreateTopics (topics are created here through
+//! the mock API), about 5 MiB kept per partition (older records silently
+//! dropped), no compaction, nothing kept across restarts, shallow
+//! transactions. Good for demos, tests and a shared dev broker; not for data
+//! you care about.
+//!
+//! `MockCluster` is not `Send`, so it lives on its own thread and is driven
+//! through a channel.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::ClientConfig;
+
+/// Errors of the embedded broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// librdkafka could not create the mock cluster.
+    #[error("cannot start the embedded broker: {0}")]
+    Start(String),
+    /// A mock-cluster operation failed.
+    #[error("embedded broker: {op}: {message}")]
+    Op {
+        /// What was asked.
+        op: String,
+        /// What librdkafka said.
+        message: String,
+    },
+    /// The broker thread is gone.
+    #[error("the embedded broker has stopped")]
+    Stopped,
+    /// A topic spec is not `NAME:PARTITIONS`.
+    #[error("topic spec {0:?} must be NAME:PARTITIONS with PARTITIONS >= 1")]
+    BadTopicSpec(String),
+}
+
+/// A topic to create at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+}
+
+impl std::str::FromStr for TopicSpec {
+    type Err = BrokerError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BrokerError::BadTopicSpec(s.to_string());
+        let (name, parts) = s.rsplit_once(':').ok_or_else(bad)?;
+        let partitions: i32 = parts.parse().map_err(|_| bad())?;
+        if name.is_empty() || partitions < 1 {
+            return Err(bad());
+        }
+        Ok(Self {
+            name: name.to_string(),
+            partitions,
+        })
+    }
+}
+
+type Reply = mpsc::Sender<Result<(), BrokerError>>;
+
+enum Command {
+    CreateTopic(TopicSpec, Reply),
+    BrokerDown(i32, Reply),
+    BrokerUp(i32, Reply),
+    Stop,
+}
+
+/// A running mock cluster.
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a cluster of `brokers` brokers and creates `topics`. Consumer
+    /// groups rebalance without the usual initial delay (3 s on the mock),
+    /// so members start work at once.
+    pub fn start(brokers: i32, topics: &[TopicSpec]) -> Result<Self, BrokerError> {
+        let (boot_tx, boot_rx) = mpsc::channel();
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
+        let thread = std::thread::Builder::new()
+            .name("weir-embedded-broker".into())
+            .spawn(move || serve(brokers, boot_tx, cmd_rx))
+            .map_err(|e| BrokerError::Start(e.to_string()))?;
+        let bootstrap = boot_rx
+            .recv()
+            .map_err(|_| BrokerError::Start("broker thread exited".into()))??;
+        let broker = Self {
+            bootstrap,
+            commands: cmd_tx,
+            thread: Some(thread),
+        };
+        for t in topics {
+            broker.create_topic(&t.name, t.partitions)?;
+        }
+        Ok(broker)
+    }
+
+    /// `host:port,…` for `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    fn call(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), BrokerError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands
+            .send(make(tx))
+            .map_err(|_| BrokerError::Stopped)?;
+        rx.recv().map_err(|_| BrokerError::Stopped)?
+    }
+
+    /// Creates a topic (replication factor 1).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
+        let spec = TopicSpec {
+            name: name.to_string(),
+            partitions,
+        };
+        self.call(|r| Command::CreateTopic(spec, r))
+    }
+
+    /// Takes a broker down (fault injection): its connections are closed and
+    /// new ones refused until [`Self::broker_up`].
+    pub fn broker_down(&self, broker_id: i32) -> Result<(), BrokerError> {
+        self.call(|r| Command::BrokerDown(broker_id, r))
+    }
+
+    /// Brings a broker back up.
+    pub fn broker_up(&self, broker_id: i32) -> Result<(), BrokerError> {
+        self.call(|r| Command::BrokerUp(broker_id, r))
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn op_err(op: String) -> impl FnOnce(rdkafka::error::KafkaError) -> BrokerError {
+    move |e| BrokerError::Op {
+        op,
+        message: e.to_string(),
+    }
+}
+
+fn serve(
+    brokers: i32,
+    boot: mpsc::Sender<Result<String, BrokerError>>,
+    commands: mpsc::Receiver<Command>,
+) {
+    // The cluster lives inside this client: `test.mock.num.brokers` makes
+    // librdkafka start it, and gives us the handle to tune it.
+    let host: BaseProducer = match ClientConfig::new()
+        .set("test.mock.num.brokers", brokers.to_string())
+        .set("log_level", "3")
+        .create()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = boot.send(Err(BrokerError::Start(e.to_string())));
+            return;
+        }
+    };
+    let Some(cluster) = host.client().mock_cluster() else {
+        let _ = boot.send(Err(BrokerError::Start(
+            "librdkafka did not create a mock cluster".into(),
+        )));
+        return;
+    };
+    // SAFETY: the pointer comes from the live client that owns the cluster,
+    // and the call only sets a number on it.
+    unsafe {
+        let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr());
+        if !raw.is_null() {
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
+        }
+    }
+    let _ = boot.send(Ok(cluster.bootstrap_servers()));
+    for cmd in commands {
+        match cmd {
+            Command::CreateTopic(t, reply) => {
+                let r = cluster
+                    .create_topic(&t.name, t.partitions, 1)
+                    .map_err(op_err(format!("create topic {}", t.name)));
+                let _ = reply.send(r);
+            }
+            Command::BrokerDown(id, reply) => {
+                let _ = reply.send(
+                    cluster
+                        .broker_down(id)
+                        .map_err(op_err(format!("take broker {id} down"))),
+                );
+            }
+            Command::BrokerUp(id, reply) => {
+                let _ = reply.send(
+                    cluster
+                        .broker_up(id)
+                        .map_err(op_err(format!("bring broker {id} up"))),
+                );
+            }
+            Command::Stop => break,
+        }
+    }
+    drop(cluster);
+    drop(host);
+}

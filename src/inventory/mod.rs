@@ -1,0 +1,15 @@
+//! The Inventory job: confirm each order once, dead-letter everything else.
+//!
+//! - [`events`]: the contracts (`OrderReceived`, `OrderConfirmed`).
+//! - [`validate`]: the validity rules.
+//! - [`dead_letter`]: the `OrderProcessingFailed` envelope.
+//! - [`topology`]: the wiring.
+//! - [`samples`]: a handful of orders showing every outcome.
+
+pub mod dead_letter;
+pub mod events;
+pub mod samples;
+pub mod topology;
+pub mod validate;
+
+pub use topology::{inventory_topology, InventoryTopics, DEDUP_STORE};

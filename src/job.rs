@@ -1,0 +1,92 @@
+//! Starting the inventory job: what `weir run` does after parsing flags,
+//! and what integration tests call directly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_topology::{AppState, KafkaStreams, StreamsConfig, StreamsHandle, TopologyError};
+
+use crate::inventory::{inventory_topology, InventoryTopics};
+use crate::observability::{Readiness, ReadinessProbe};
+
+/// Everything needed to run the inventory job on a cluster.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Group id and internal topic prefix.
+    pub application_id: String,
+    /// Root of the state directories.
+    pub state_dir: PathBuf,
+    /// Topic names.
+    pub topics: InventoryTopics,
+    /// How often to commit.
+    pub commit_interval: Duration,
+    /// librdkafka settings passed through.
+    pub kafka: Vec<(String, String)>,
+}
+
+impl JobConfig {
+    /// Defaults for everything but the brokers.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            application_id: "inventory".into(),
+            state_dir: PathBuf::from("./state"),
+            topics: InventoryTopics::default(),
+            commit_interval: Duration::from_secs(1),
+            kafka: Vec::new(),
+        }
+    }
+
+    /// The runtime configuration this job runs with.
+    pub fn streams_config(&self) -> StreamsConfig {
+        let mut c = StreamsConfig::new(&self.application_id, &self.brokers);
+        c.state_dir = self.state_dir.clone();
+        c.commit_interval = self.commit_interval;
+        c.client_overrides = self.kafka.clone();
+        c
+    }
+}
+
+/// A running inventory job.
+pub struct Job {
+    handle: StreamsHandle,
+}
+
+impl Job {
+    /// Builds the topology and starts it.
+    pub fn start(cfg: &JobConfig) -> Result<Self, TopologyError> {
+        let topology = inventory_topology(&cfg.topics, &cfg.application_id)?;
+        let handle = KafkaStreams::start(topology, cfg.streams_config())?;
+        Ok(Self { handle })
+    }
+
+    /// The runtime handle.
+    pub fn handle(&self) -> &StreamsHandle {
+        &self.handle
+    }
+
+    /// What `/ready` reports for this job.
+    pub fn readiness(&self) -> ReadinessProbe {
+        let status = self.handle.status();
+        Arc::new(move || {
+            let state = status.state();
+            Readiness {
+                ready: state == AppState::Running,
+                detail: serde_json::json!({
+                    "state": format!("{state:?}"),
+                    "assignedPartitions": status.assigned_partitions(),
+                    "restoringTasks": status.restoring_tasks(),
+                    "error": status.error(),
+                }),
+            }
+        })
+    }
+
+    /// Stops the job (commit, flush state, leave the group) and waits.
+    pub fn stop(self) -> Result<(), TopologyError> {
+        self.handle.close()
+    }
+}

@@ -1,0 +1,25 @@
+//! # weir: the Inventory job and the tools around it
+//!
+//! The stream-processing library lives in two crates: `weir-state` (stores)
+//! and `weir-topology` (DSL, processors, Kafka runtime). This crate is what
+//! is built with them.
+//!
+//! ## Layout
+//! - [`inventory`]: the Inventory job — event contracts, validation, the
+//!   dead-letter envelope, the topology, sample orders.
+//! - [`broker`]: the embedded broker (librdkafka's mock cluster on its own thread).
+//! - [`observability`]: the Prometheus recorder and the `/metrics`, `/health`,
+//!   `/ready` server.
+//! - [`job`]: starting the inventory job from a `JobConfig`: topics, runtime,
+//!   readiness — what `weir run` and the tests share.
+//!
+//! The binary (`src/main.rs`, `src/cli.rs`, `src/commands/`) only parses
+//! arguments, sets up tracing and calls into these modules.
+
+pub mod broker;
+pub mod inventory;
+pub mod job;
+pub mod observability;
+
+pub use weir_state as state;
+pub use weir_topology as topology;
