@@ -1,0 +1,385 @@
+//! The Inventory job end to end on the embedded broker: exact outputs,
+//! restart, state rebuilt from the changelog, two instances in one group.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use serde_json::json;
+use weir::job::Job;
+use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore, WriteBatch};
+
+/// 250 unique orders, 30 redeliveries, 20 resends, and one record of every
+/// bad-input class. Returns (inputs, unique orderIds, poison (key, kind)).
+fn workload(prefix: &str) -> (Vec<Input>, BTreeSet<String>, Vec<(String, &'static str)>) {
+    let mut inputs = Vec::new();
+    let mut unique = BTreeSet::new();
+    for i in 0..250 {
+        let id = format!("{prefix}-{i}");
+        inputs.push(Input::json(&id, &order(&format!("e-{id}"), &id)));
+        unique.insert(id);
+    }
+    for i in 0..30 {
+        let id = format!("{prefix}-{}", i * 7);
+        inputs.push(Input::json(&id, &order(&format!("e-{id}"), &id)));
+    }
+    for i in 0..20 {
+        let id = format!("{prefix}-{}", i * 11 + 1);
+        inputs.push(Input::json(&id, &order(&format!("resend-{id}"), &id)));
+    }
+    let mut bad_qty = order("e-bad-qty", "bad-qty");
+    bad_qty["data"]["items"][0]["quantity"] = json!(0);
+    let mut overflow = order("e-overflow", "overflow");
+    overflow["data"]["items"][0]["price"] = json!(1.7e308);
+    overflow["data"]["items"][0]["quantity"] = json!(10);
+    let mut huge = order("e-huge", "huge");
+    huge["version"] = json!(9);
+    huge["data"]["notes"] = json!("x".repeat(400_000));
+    let poison: Vec<(Input, &str)> = vec![
+        (
+            Input {
+                key: Some("null-value".into()),
+                value: None,
+            },
+            "deserialization",
+        ),
+        (
+            Input {
+                key: Some("empty".into()),
+                value: Some(vec![]),
+            },
+            "deserialization",
+        ),
+        (
+            Input {
+                key: Some("non-utf8".into()),
+                value: Some(vec![0xff, 0x00, 0xfe]),
+            },
+            "deserialization",
+        ),
+        (
+            Input {
+                key: Some("broken".into()),
+                value: Some(b"{\"eventId\": ".to_vec()),
+            },
+            "deserialization",
+        ),
+        (
+            Input {
+                key: Some("array".into()),
+                value: Some(b"[1]".to_vec()),
+            },
+            "deserialization",
+        ),
+        (Input::json("bad-qty", &bad_qty), "validation"),
+        (
+            Input::json("not-the-order-id", &order("e-mismatch", "mismatch")),
+            "validation",
+        ),
+        (Input::json("overflow", &overflow), "processing"),
+        (Input::json("huge", &huge), "validation"),
+    ];
+    let mut kinds = Vec::new();
+    for (i, (input, kind)) in poison.into_iter().enumerate() {
+        kinds.push((input.key.clone().unwrap(), kind));
+        // Spread the poison through the stream.
+        inputs.insert(i * 30 + 5, input);
+    }
+    (inputs, unique, kinds)
+}
+
+#[test]
+fn outputs_are_exact_confirmations_once_and_every_poison_record_dead_lettered() {
+    let broker = cluster(4);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, unique, poison) = workload("o");
+    // Half before the job starts (earliest offset reset), half while it runs.
+    let (before, after) = inputs.split_at(inputs.len() / 2);
+    produce(&b, INPUT, before);
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    produce(&b, INPUT, after);
+    wait_committed(&b, "inventory");
+
+    let confirmed = read_all(&b, CONFIRMED);
+    let mut seen = BTreeMap::new();
+    for m in &confirmed {
+        let v = json_of(m);
+        assert_eq!(
+            key_of(m),
+            v["data"]["orderId"],
+            "confirmations are keyed by orderId"
+        );
+        assert_eq!(v["eventType"], "OrderConfirmed");
+        assert_eq!(
+            v["causationId"],
+            format!("e-{}", key_of(m)),
+            "the first event confirms, not the resend"
+        );
+        *seen.entry(key_of(m)).or_insert(0) += 1;
+    }
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), unique);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "each order confirmed exactly once"
+    );
+
+    let input_by_coords: BTreeMap<(i32, i64), rdkafka::message::OwnedMessage> = read_all(&b, INPUT)
+        .into_iter()
+        .map(|m| {
+            use rdkafka::Message;
+            ((m.partition(), m.offset()), m)
+        })
+        .collect();
+    let dead = read_all(&b, DLQ);
+    assert_eq!(
+        dead.len(),
+        poison.len(),
+        "each poison record dead-lettered once"
+    );
+    for (key, kind) in &poison {
+        let m = dead
+            .iter()
+            .find(|m| key_of(m) == *key)
+            .unwrap_or_else(|| panic!("no dead letter for {key}"));
+        let v = json_of(m);
+        assert_eq!(v["error"]["kind"], *kind, "{key}");
+        let p = v["source"]["partition"].as_i64().unwrap() as i32;
+        let o = v["source"]["offset"].as_i64().unwrap();
+        let original = &input_by_coords[&(p, o)];
+        use rdkafka::Message;
+        let original_bytes = original
+            .payload()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+        assert_eq!(
+            v["originalPayload"].as_str().map(str::to_string),
+            original_bytes,
+            "{key}: exact original bytes"
+        );
+        assert_eq!(v["source"]["topic"], INPUT);
+        assert_eq!(header(m, "__streams.errors.topic").as_deref(), Some(INPUT));
+        assert_eq!(header(m, "__streams.errors.partition"), Some(p.to_string()));
+        assert_eq!(header(m, "__streams.errors.offset"), Some(o.to_string()));
+        assert_eq!(
+            header(m, "__streams.errors.message").as_deref(),
+            v["error"]["message"].as_str(),
+            "{key}"
+        );
+        assert!(header(m, "__streams.errors.exception")
+            .unwrap()
+            .starts_with("weir."));
+        assert!(m.payload().unwrap().len() < 1_000_000);
+    }
+    job.stop().unwrap();
+}
+
+#[test]
+fn a_restarted_job_does_not_confirm_again_and_a_lost_state_dir_is_rebuilt() {
+    let broker = cluster(2);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let first: Vec<Input> = (0..100)
+        .map(|i| {
+            Input::json(
+                &format!("r-{i}"),
+                &order(&format!("e-{i}"), &format!("r-{i}")),
+            )
+        })
+        .collect();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    produce(&b, INPUT, &first);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    assert_eq!(confirmations(&b).len(), 100);
+
+    // Restart on the same state: every order resent is a duplicate.
+    let resend: Vec<Input> = (0..100)
+        .map(|i| {
+            Input::json(
+                &format!("r-{i}"),
+                &order(&format!("again-{i}"), &format!("r-{i}")),
+            )
+        })
+        .collect();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    produce(&b, INPUT, &resend);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let after_restart = confirmations(&b);
+    assert_eq!(after_restart.len(), 100);
+    assert!(
+        after_restart.values().all(|n| *n == 1),
+        "no second confirmation after restart"
+    );
+
+    // Lose the state directory: the store is rebuilt from the changelog.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    let mut third: Vec<Input> = (0..100)
+        .map(|i| {
+            Input::json(
+                &format!("r-{i}"),
+                &order(&format!("third-{i}"), &format!("r-{i}")),
+            )
+        })
+        .collect();
+    third.push(Input::json("r-new", &order("e-new", "r-new")));
+    produce(&b, INPUT, &third);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let after_rebuild = confirmations(&b);
+    assert_eq!(after_rebuild.len(), 101, "only the new order is confirmed");
+    assert!(
+        after_rebuild.values().all(|n| *n == 1),
+        "duplicates still dropped after rebuild"
+    );
+
+    // The rebuilt store holds every confirmed order, across partitions.
+    let mut keys = BTreeSet::new();
+    for p in 0..2 {
+        let store = RocksDbStore::open(
+            "dedup",
+            dir.path().join("inventory/dedup").join(p.to_string()),
+            RocksDbOptions::default(),
+        )
+        .unwrap();
+        store
+            .for_each(&mut |k, _| {
+                keys.insert(String::from_utf8(k.to_vec()).unwrap());
+                true
+            })
+            .unwrap();
+        assert!(store.changelog_offset().is_some());
+    }
+    assert_eq!(keys.len(), 101);
+}
+
+#[test]
+fn restore_replays_only_the_tail_after_the_recorded_changelog_offset() {
+    let broker = cluster(1);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let orders: Vec<Input> = (0..50)
+        .map(|i| {
+            Input::json(
+                &format!("t-{i:02}"),
+                &order(&format!("e-{i}"), &format!("t-{i:02}")),
+            )
+        })
+        .collect();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    produce(&b, INPUT, &orders);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+
+    // Simulate a crash between "commit offsets" and "apply state": the store
+    // forgets the writes of the changelog's last 10 records and records an
+    // older changelog offset.
+    let log: Vec<String> = read_all(&b, "inventory-dedup-changelog")
+        .iter()
+        .map(key_of)
+        .collect();
+    assert_eq!(log.len(), 50, "one changelog record per confirmed order");
+    let (head, tail) = log.split_at(40);
+    let path = dir.path().join("inventory/dedup/0");
+    {
+        let mut store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
+        assert_eq!(store.changelog_offset(), Some(50));
+        let mut batch = WriteBatch::new();
+        // A key below the offset is deleted too: a tail replay must not
+        // bring it back (a full replay would).
+        batch.delete(head[0].as_str());
+        for k in tail {
+            batch.delete(k.as_str());
+        }
+        batch.set_changelog_offset(40);
+        store.write(batch).unwrap();
+    }
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    assert!(
+        job.handle().wait_until_running(TIMEOUT),
+        "job restores and runs"
+    );
+    job.stop().unwrap();
+    let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
+    assert_eq!(store.changelog_offset(), Some(50));
+    for k in tail {
+        assert!(
+            store.get(k.as_bytes()).unwrap().is_some(),
+            "{k} restored from the tail"
+        );
+    }
+    assert!(
+        store.get(head[0].as_bytes()).unwrap().is_none(),
+        "records before the recorded offset are not replayed"
+    );
+}
+
+#[test]
+fn state_from_another_cluster_is_wiped_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = cluster(1);
+        let b = broker.bootstrap_servers().to_string();
+        let job = Job::start(&job_config(&b, dir.path())).unwrap();
+        produce(&b, INPUT, &[Input::json("w-1", &order("e-1", "w-1"))]);
+        wait_committed(&b, "inventory");
+        job.stop().unwrap();
+    }
+    // A fresh cluster (the embedded broker keeps nothing): its changelog is
+    // empty, the local store claims offset 1. The same order is new here.
+    let broker = cluster(1);
+    let b = broker.bootstrap_servers().to_string();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    produce(&b, INPUT, &[Input::json("w-1", &order("e-1", "w-1"))]);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    assert_eq!(confirmations(&b).get("w-1"), Some(&1));
+}
+
+#[test]
+fn two_instances_split_the_partitions_and_confirm_each_order_once() {
+    let broker = cluster(4);
+    let b = broker.bootstrap_servers().to_string();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Job::start(&job_config(&b, d1.path())).unwrap();
+    let c = Job::start(&job_config(&b, d2.path())).unwrap();
+    // Both members get work before the data flows.
+    let deadline = Instant::now() + TIMEOUT;
+    while !(a.handle().assigned_partitions() > 0
+        && c.handle().assigned_partitions() > 0
+        && a.handle().assigned_partitions() + c.handle().assigned_partitions() == 4
+        && a.handle().is_ready()
+        && c.handle().is_ready())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both instances should get partitions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let orders: Vec<Input> = (0..200)
+        .flat_map(|i| {
+            let id = format!("s-{i}");
+            let o = order(&format!("e-{i}"), &id);
+            [Input::json(&id, &o), Input::json(&id, &o)]
+        })
+        .collect();
+    produce(&b, INPUT, &orders);
+    wait_committed(&b, "inventory");
+    let n = confirmations(&b);
+    assert_eq!(n.len(), 200);
+    assert!(n.values().all(|c| *c == 1));
+    // Each instance holds its own share of the state.
+    let count = |d: &std::path::Path| {
+        std::fs::read_dir(d.join("inventory/dedup"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    assert!(count(d1.path()) >= 1 && count(d2.path()) >= 1);
+    a.stop().unwrap();
+    c.stop().unwrap();
+}
