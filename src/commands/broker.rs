@@ -27,15 +27,16 @@ pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
         args.topics.clone()
     };
     let broker = EmbeddedBroker::start(args.broker_count, &topics)?;
+    // The file first: whoever sees the stdout line may read the file at once.
+    if let Some(path) = &args.bootstrap_file {
+        std::fs::write(path, format!("{}\n", broker.bootstrap_servers()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let line = format!("bootstrap.servers={}", broker.bootstrap_servers());
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
         out.flush()?;
-    }
-    if let Some(path) = &args.bootstrap_file {
-        std::fs::write(path, format!("{}\n", broker.bootstrap_servers()))
-            .with_context(|| format!("writing {}", path.display()))?;
     }
     for t in &topics {
         tracing::info!(topic = %t.name, partitions = t.partitions, "topic created");

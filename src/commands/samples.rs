@@ -117,13 +117,20 @@ pub fn report(
     println!();
     println!("Sample orders published to {}:", topics.input);
     println!("  {:<3} {:<8} {:<44} outcome", "#", "key", "expected");
+    // A confirmation belongs to the first sample that carried its eventId;
+    // a redelivery of the same event is the duplicate.
+    let mut claimed = std::collections::HashSet::new();
     for (i, p) in published.iter().enumerate() {
         let event_id = serde_json::from_slice::<serde_json::Value>(&p.sample.value)
             .ok()
             .and_then(|v| v["eventId"].as_str().map(str::to_string));
         let outcome = if let Some(err) = failed.get(&(p.partition as i64, p.offset)) {
             format!("{} ({err})", topics.dead_letters)
-        } else if let Some(id) = event_id.as_ref().and_then(|e| confirmed.get(e)) {
+        } else if let Some(id) = event_id
+            .as_ref()
+            .filter(|e| claimed.insert((*e).clone()))
+            .and_then(|e| confirmed.get(e))
+        {
             format!("{} (eventId {id})", topics.confirmed)
         } else {
             "no output: dropped as a duplicate".to_string()

@@ -18,11 +18,14 @@ pub trait ChangelogSink {
     ) -> Result<(), StateError>;
 }
 
+/// One logged write: `(key, value, source_offset)`; `None` is a tombstone.
+pub type ChangeRecord = (Vec<u8>, Option<Vec<u8>>, i64);
+
 /// A sink that keeps what it was sent, for tests and the topology test driver.
 #[derive(Debug, Default)]
 pub struct RecordingSink {
-    /// Every record sent, in order: `(key, value, source_offset)`.
-    pub records: Vec<(Vec<u8>, Option<Vec<u8>>, i64)>,
+    /// Every record sent, in order.
+    pub records: Vec<ChangeRecord>,
 }
 
 impl ChangelogSink for RecordingSink {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weir_state::changelog::RecordingSink;
+use weir_state::changelog::{ChangeRecord, RecordingSink};
 use weir_state::{MemoryStore, StoreTransaction};
 
 use crate::record::{Headers, OutputRecord, SourceCoordinates, SourceRecord};
@@ -135,7 +135,7 @@ impl TopologyTestDriver {
     }
 
     /// Changelog records of a store: `(key, value, source offset)`.
-    pub fn changelog(&self, store: &str) -> &[(Vec<u8>, Option<Vec<u8>>, i64)] {
+    pub fn changelog(&self, store: &str) -> &[ChangeRecord] {
         self.changelogs
             .get(store)
             .map(|s| s.records.as_slice())

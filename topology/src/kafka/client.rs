@@ -90,30 +90,6 @@ pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> Cli
     c
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixed_overrides_reach_only_their_client() {
-        let cfg = StreamsConfig::new("app", "b:1")
-            .set("socket.timeout.ms", "1000")
-            .set("consumer.session.timeout.ms", "6000")
-            .set("restore.consumer.fetch.max.bytes", "1000")
-            .set("producer.linger.ms", "20");
-        let consumer = config(&cfg, Client::Consumer, "i");
-        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
-        assert_eq!(consumer.get("socket.timeout.ms"), Some("1000"));
-        assert_eq!(consumer.get("fetch.max.bytes"), None);
-        let producer = config(&cfg, Client::Producer, "i");
-        assert_eq!(producer.get("linger.ms"), Some("20"));
-        assert_eq!(producer.get("session.timeout.ms"), None);
-        let restore = config(&cfg, Client::Restore, "i");
-        assert_eq!(restore.get("fetch.max.bytes"), Some("1000"));
-        assert_eq!(restore.get("group.id"), Some("app.restore"));
-    }
-}
-
 /// The low and high watermarks librdkafka last saw for a partition, without
 /// a network round trip (`None` when it has not fetched from it yet).
 pub(crate) fn cached_watermarks<C: rdkafka::ClientContext>(
@@ -136,4 +112,28 @@ pub(crate) fn cached_watermarks<C: rdkafka::ClientContext>(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low.max(0), high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_overrides_reach_only_their_client() {
+        let cfg = StreamsConfig::new("app", "b:1")
+            .set("socket.timeout.ms", "1000")
+            .set("consumer.session.timeout.ms", "6000")
+            .set("restore.consumer.fetch.max.bytes", "1000")
+            .set("producer.linger.ms", "20");
+        let consumer = config(&cfg, Client::Consumer, "i");
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("socket.timeout.ms"), Some("1000"));
+        assert_eq!(consumer.get("fetch.max.bytes"), None);
+        let producer = config(&cfg, Client::Producer, "i");
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        let restore = config(&cfg, Client::Restore, "i");
+        assert_eq!(restore.get("fetch.max.bytes"), Some("1000"));
+        assert_eq!(restore.get("group.id"), Some("app.restore"));
+    }
 }

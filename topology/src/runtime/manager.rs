@@ -92,8 +92,11 @@ impl TaskManager {
                 t.abort();
             }
         }
-        for t in self.tasks.values_mut() {
+        for (p, t) in self.tasks.iter_mut() {
             t.close();
+            // No phantom lag for partitions this instance no longer owns.
+            ::metrics::gauge!(metrics::CONSUMER_LAG, metrics::LABEL_TOPIC => self.source_topic.to_string(), metrics::LABEL_PARTITION => p.to_string())
+                .set(0.0);
         }
         self.tasks.clear();
         self.restorer.clear();
@@ -331,14 +334,21 @@ impl TaskManager {
         }
     }
 
-    /// Clean shutdown: commit, then close every task.
+    /// Shutdown: commit when `clean`, then close every task. After an
+    /// error nothing is committed: the next run reprocesses from the last
+    /// committed offsets.
     pub fn shutdown(
         &mut self,
         consumer: &BaseConsumer<StreamContext>,
+        clean: bool,
     ) -> Result<(), TopologyError> {
-        let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
+        let result = if clean {
+            self.send_outputs().and_then(|_| self.commit_all(consumer))
+        } else {
+            Ok(())
+        };
         for t in self.tasks.values_mut() {
-            if result.is_err() {
+            if result.is_err() || !clean {
                 t.abort();
             }
             t.close();

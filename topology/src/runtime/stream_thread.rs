@@ -44,7 +44,13 @@ pub(crate) fn run(
     tracing::info!(topic = %source, group = %cfg.application_id, "subscribed");
 
     let result = run_loop(&consumer, &cfg, shutdown);
-    let closing = consumer.context().lock().shutdown(&consumer);
+    // A clean stop commits; after an error nothing more is committed (the
+    // failed record's partial outputs must not ride on a commit), and the
+    // next run reprocesses from the last committed offsets.
+    let closing = consumer
+        .context()
+        .lock()
+        .shutdown(&consumer, result.is_ok());
     // Leave the group now rather than after the session timeout; the revoke
     // callback finds no tasks left.
     consumer.unsubscribe();

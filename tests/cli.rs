@@ -1,0 +1,398 @@
+//! The `weir` binary as a user runs it: separate processes, real signals,
+//! `/metrics` read over HTTP.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env("WEIR_LOG", "info,rdkafka=warn");
+    c
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET a path; returns (status code, body). `None` while nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The value of one sample line of the Prometheus exposition.
+fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Starts `weir broker` and returns it with its bootstrap list.
+fn broker(extra: &[&str]) -> (Proc, String) {
+    let mut child = weir()
+        .arg("broker")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let bootstrap = first
+        .trim()
+        .strip_prefix("bootstrap.servers=")
+        .unwrap_or_else(|| panic!("first line should be bootstrap.servers=…, got {first:?}"))
+        .to_string();
+    (Proc(child), bootstrap)
+}
+
+#[test]
+fn describe_prints_the_topology_as_text_and_mermaid() {
+    let out = weir().arg("describe").output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        s.contains("Source: source-OrderReceived (topics: [OrderReceived])"),
+        "{s}"
+    );
+    assert!(s.contains("Processor: dedup (stores: [dedup])"), "{s}");
+    assert!(
+        s.contains("Sink: sink-OrderConfirmed (topic: OrderConfirmed)"),
+        "{s}"
+    );
+    assert!(s.contains("changelog: inventory-dedup-changelog"), "{s}");
+    assert!(s.contains("```mermaid\nflowchart LR"), "{s}");
+    let m = weir()
+        .args(["describe", "--mermaid", "--application-id", "shop"])
+        .output()
+        .unwrap();
+    let m = String::from_utf8(m.stdout).unwrap();
+    assert!(
+        m.contains("shop-dedup-changelog") && !m.contains("Sub-topology"),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_readme_run_shows_every_outcome_of_the_sample_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir()
+        .args([
+            "run",
+            "--sample-orders",
+            "--exit-after-samples",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OrderConfirmed: 3 record(s), DeadLetterQueue: 2 record(s)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("no output: dropped as a duplicate").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("DeadLetterQueue (validation: data.items[0].quantity"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("DeadLetterQueue (deserialization:"),
+        "{stdout}"
+    );
+    assert!(
+        dir.path().join("state/inventory/dedup").is_dir(),
+        "state under ./state by default"
+    );
+}
+
+#[test]
+fn a_job_process_on_a_broker_process_serves_exact_metrics_and_stops_cleanly_on_sigterm() {
+    let (_broker, b) = broker(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut job = Proc(
+        weir()
+            .args([
+                "run",
+                "--brokers",
+                &b,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args([
+                "--state-dir",
+                dir.path().to_str().unwrap(),
+                "--commit-interval-ms",
+                "100",
+            ])
+            .args(["-X", "consumer.session.timeout.ms=6000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // /ready turns 200 once the partitions are assigned and restored.
+    let deadline = Instant::now() + TIMEOUT;
+    while http_get(port, "/ready").map(|(c, _)| c) != Some(200) {
+        assert!(Instant::now() < deadline, "job never became ready");
+        assert!(job.0.try_wait().unwrap().is_none(), "job exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+
+    let mut inputs: Vec<Input> = (0..20)
+        .map(|i| {
+            Input::json(
+                &format!("m-{i}"),
+                &order(&format!("e-{i}"), &format!("m-{i}")),
+            )
+        })
+        .collect();
+    inputs.push(Input::json("m-1", &order("e-1", "m-1")));
+    inputs.push(Input::json("m-2", &order("again", "m-2")));
+    inputs.push(Input::json("m-3", &order("e-3", "m-3")));
+    inputs.push(Input {
+        key: Some("bad".into()),
+        value: Some(b"nope".to_vec()),
+    });
+    inputs.push(Input {
+        key: Some("null".into()),
+        value: None,
+    });
+    inputs.push(Input::json("m-x", &order("e-x", "m-y")));
+    produce(&b, INPUT, &inputs);
+    wait_committed(&b, "inventory");
+
+    // Gauges refresh every second: poll until lag reads 0 everywhere.
+    let deadline = Instant::now() + TIMEOUT;
+    let body = loop {
+        let (code, body) = http_get(port, "/metrics").unwrap();
+        assert_eq!(code, 200);
+        let lags: Vec<f64> = (0..4)
+            .filter_map(|p| {
+                metric(
+                    &body,
+                    &format!("weir_consumer_lag{{topic=\"OrderReceived\",partition=\"{p}\"}}"),
+                )
+            })
+            .collect();
+        if lags.len() == 4 && lags.iter().all(|l| *l == 0.0) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "lag never reached 0:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        metric(&body, "weir_records_consumed_total"),
+        Some(26.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "weir_duplicates_total{store=\"dedup\"}"),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "weir_dlq_records_total{kind=\"deserialization\"}"),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "weir_dlq_records_total{kind=\"validation\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "weir_records_produced_total{topic=\"OrderConfirmed\"}"
+        ),
+        Some(20.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "weir_records_produced_total{topic=\"DeadLetterQueue\"}"
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "weir_records_produced_total{topic=\"inventory-dedup-changelog\"}"
+        ),
+        Some(20.0),
+        "{body}"
+    );
+    assert!(body.contains("# HELP weir_duplicates_total"), "{body}");
+
+    job.signal("-TERM");
+    let status = job.wait_exit(TIMEOUT);
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    // State was flushed with its changelog offset: 20 entries across the partitions.
+    let mut entries = 0;
+    for p in 0..4 {
+        let s = RocksDbStore::open(
+            "dedup",
+            dir.path().join(format!("inventory/dedup/{p}")),
+            RocksDbOptions::default(),
+        )
+        .unwrap();
+        s.for_each(&mut |_, _| {
+            entries += 1;
+            true
+        })
+        .unwrap();
+    }
+    assert_eq!(entries, 20);
+    assert_eq!(confirmations(&b).len(), 20);
+}
+
+#[test]
+fn the_broker_writes_its_bootstrap_file_creates_requested_topics_and_exits_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bootstrap");
+    let (mut broker, b) = broker(&[
+        "--topic",
+        "Custom:3",
+        "--bootstrap-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), b);
+    produce(&b, "Custom", &[Input::json("k", &order("e", "k"))]);
+    let got = read_all(&b, "Custom");
+    assert_eq!(got.len(), 1);
+    broker.signal("-INT");
+    assert!(broker.wait_exit(TIMEOUT).success());
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_message_not_a_panic() {
+    let (_broker, b) = broker(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir()
+        .args([
+            "run",
+            "--brokers",
+            &b,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(["-X", "partition.assignment.strategy=cooperative-sticky"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("eager rebalance protocol"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = weir()
+        .args([
+            "run",
+            "--brokers",
+            &b,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--input-topic",
+            "Nope",
+        ])
+        .args(["--state-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("topic \"Nope\" does not exist"), "{err}");
+
+    let out = weir()
+        .args(["broker", "--topic", "NoPartitions"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("NAME:PARTITIONS"),
+        "{err}"
+    );
+
+    let out = weir().args(["run", "-X", "novalue"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not key=value"),
+        "{err}"
+    );
+}
