@@ -383,3 +383,70 @@ fn two_instances_split_the_partitions_and_confirm_each_order_once() {
     a.stop().unwrap();
     c.stop().unwrap();
 }
+
+#[test]
+fn a_truncated_changelog_restores_what_remains_and_the_job_runs() {
+    let broker = cluster(1);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    let first: Vec<Input> = (0..5)
+        .map(|i| {
+            Input::json(
+                &format!("c-{i}"),
+                &order(&format!("e-{i}"), &format!("c-{i}")),
+            )
+        })
+        .collect();
+    produce(&b, INPUT, &first);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+
+    // Another writer fills the changelog past what the broker keeps (the
+    // embedded broker drops the oldest records beyond ~5 MiB a partition).
+    let filler: Vec<Input> = (0..80)
+        .map(|i| Input {
+            key: Some(format!("filler-{i}")),
+            value: Some(vec![b'f'; 100_000]),
+        })
+        .collect();
+    produce(&b, "inventory-dedup-changelog", &filler);
+    let remaining = read_all(&b, "inventory-dedup-changelog");
+    use rdkafka::Message;
+    let low = remaining.first().map(|m| m.offset()).unwrap();
+    assert!(
+        low > 5,
+        "the broker truncated the changelog (first offset left: {low})"
+    );
+
+    // The store recorded offset 5, below what is left: restore what remains.
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    assert!(
+        job.handle().wait_until_running(TIMEOUT),
+        "job restores and runs"
+    );
+    produce(
+        &b,
+        INPUT,
+        &[
+            Input::json("c-1", &order("again", "c-1")),
+            Input::json("c-9", &order("e-9", "c-9")),
+        ],
+    );
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let n = confirmations(&b);
+    assert_eq!(n.len(), 6, "c-1 is still a duplicate, c-9 is new: {n:?}");
+    assert!(n.values().all(|c| *c == 1));
+    let store = RocksDbStore::open(
+        "dedup",
+        dir.path().join("inventory/dedup/0"),
+        RocksDbOptions::default(),
+    )
+    .unwrap();
+    let last = remaining.last().unwrap();
+    assert!(
+        store.get(last.key().unwrap()).unwrap().is_some(),
+        "the remaining records were restored"
+    );
+}

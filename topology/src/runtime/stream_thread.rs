@@ -66,6 +66,7 @@ fn run_loop(
     let mut batch = Vec::with_capacity(cfg.max_batch);
     let mut last_commit = Instant::now();
     let mut last_gauges = Instant::now();
+    let mut errors = ErrorLog::default();
     let consumed = ::metrics::counter!(metrics::RECORDS_CONSUMED);
     let process_latency = ::metrics::histogram!(metrics::PROCESS_LATENCY);
     while !shutdown.load(Ordering::SeqCst) {
@@ -88,7 +89,7 @@ fn run_loop(
                             source: e,
                         });
                     }
-                    tracing::warn!(error = %e, "consumer error (librdkafka retries)");
+                    errors.warn(&e);
                 }
             }
             if batch.len() >= cfg.max_batch {
@@ -127,4 +128,26 @@ fn run_loop(
         }
     }
     Ok(())
+}
+
+/// Logs consumer errors at most every few seconds: a broker outage makes
+/// librdkafka report the same transport error many times a second.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn warn(&mut self, e: &rdkafka::error::KafkaError) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, repeated = self.suppressed, "consumer error (librdkafka retries)");
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
 }
