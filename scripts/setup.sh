@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building Weir needs on a fresh Debian machine, skipping
 # what is already there: a C/C++ toolchain and make (librdkafka, RocksDB),
-# libclang (bindgen for RocksDB), zlib and pkg-config.
+# libclang (bindgen for RocksDB), zlib and pkg-config; Prometheus and
+# promtool (Debian's prometheus package) for the observability tests.
 set -euo pipefail
 
 need=()
-for pkg in build-essential clang libclang-dev pkg-config zlib1g-dev cmake; do
+for pkg in build-essential clang libclang-dev pkg-config zlib1g-dev cmake prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

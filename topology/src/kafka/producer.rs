@@ -14,10 +14,12 @@ use rdkafka::ClientContext;
 use crate::record::Headers;
 use crate::{metrics, TopologyError};
 
-/// Delivery opaque of an output or dead-letter record.
+/// Delivery opaque of a sink record (its end-to-end latency is measured).
 pub(crate) const KIND_OUTPUT: usize = 0;
 /// Delivery opaque of a changelog record.
 pub(crate) const KIND_CHANGELOG: usize = 1;
+/// Delivery opaque of a dead-letter record.
+pub(crate) const KIND_DEAD_LETTER: usize = 2;
 
 #[derive(Default)]
 struct DeliveryState {
@@ -27,6 +29,8 @@ struct DeliveryState {
     changelog_offsets: HashMap<String, HashMap<i32, i64>>,
     /// Cached counters per topic, so a delivery costs no label allocation.
     produced: HashMap<String, ::metrics::Counter>,
+    /// Cached end-to-end latency histograms per sink topic.
+    latency: HashMap<String, ::metrics::Histogram>,
 }
 
 /// Producer context that tracks deliveries.
@@ -56,6 +60,19 @@ impl ProducerContext for DeliveryTracker {
                             .or_insert(-1),
                     };
                     *slot = (*slot).max(m.offset());
+                }
+                if kind == KIND_OUTPUT {
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        let secs = (crate::task::now_ms() - ts).max(0) as f64 / 1000.0;
+                        match st.latency.get(topic) {
+                            Some(h) => h.record(secs),
+                            None => {
+                                let h = ::metrics::histogram!(metrics::END_TO_END_LATENCY, metrics::LABEL_TOPIC => topic.to_string());
+                                h.record(secs);
+                                st.latency.insert(topic.to_string(), h);
+                            }
+                        }
+                    }
                 }
                 match st.produced.get(topic) {
                     Some(c) => c.increment(1),

@@ -10,7 +10,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::producer::{self, WeirProducer, KIND_OUTPUT};
+use crate::kafka::producer::{self, WeirProducer, KIND_DEAD_LETTER, KIND_OUTPUT};
 use crate::record::{Headers, SourceCoordinates, SourceRecord};
 use crate::runtime::commit::commit;
 use crate::runtime::context::StreamContext;
@@ -257,8 +257,14 @@ impl TaskManager {
 
     /// Hands every task's outputs to the producer.
     pub fn send_outputs(&mut self) -> Result<(), TopologyError> {
+        let dead_letters = self.topology.dead_letter_topic().map(str::to_string);
         for task in self.tasks.values_mut() {
             for r in task.core.outputs.drain(..) {
+                let kind = if Some(&*r.topic) == dead_letters.as_deref() {
+                    KIND_DEAD_LETTER
+                } else {
+                    KIND_OUTPUT
+                };
                 producer::send(
                     &self.producer,
                     &r.topic,
@@ -267,7 +273,7 @@ impl TaskManager {
                     r.value.as_deref(),
                     &r.headers,
                     Some(r.timestamp),
-                    KIND_OUTPUT,
+                    kind,
                 )?;
             }
         }
@@ -299,6 +305,7 @@ impl TaskManager {
             )));
         }
         tracing::warn!(error = %e, "commit failed: dropping uncommitted work and reprocessing from the last committed offsets");
+        ::metrics::counter!(metrics::RETRIES, metrics::LABEL_OPERATION => "commit").increment(1);
         for (p, t) in self.tasks.iter_mut() {
             t.abort();
             if t.state != TaskState::Running {

@@ -44,6 +44,7 @@ impl KafkaStreams {
         config.validate()?;
         let instance = instance_id();
         let partitions = ensure_topics(&config, &topology, &instance)?;
+        crate::metrics::register_series(&topology, &config.application_id);
         tracing::info!(
             application_id = %config.application_id,
             source = %topology.source_topic(),

@@ -235,8 +235,14 @@ impl Restorer {
                 .increment(n);
         }
         for j in &self.jobs {
-            ::metrics::gauge!(metrics::RESTORE_REMAINING, metrics::LABEL_STORE => j.store.clone(), metrics::LABEL_PARTITION => j.partition.to_string())
+            let labels = [
+                (metrics::LABEL_STORE, j.store.clone()),
+                (metrics::LABEL_PARTITION, j.partition.to_string()),
+            ];
+            ::metrics::gauge!(metrics::RESTORE_REMAINING, &labels)
                 .set((j.end - j.position).max(0) as f64);
+            let secs = j.started.elapsed().as_secs_f64().max(1e-3);
+            ::metrics::gauge!(metrics::RESTORE_RATE, &labels).set(j.restored as f64 / secs);
         }
         if self.last_log.elapsed() >= Duration::from_secs(5) {
             self.last_log = Instant::now();
@@ -255,6 +261,9 @@ impl Restorer {
         self.jobs = left;
         for j in &done {
             let secs = j.started.elapsed().as_secs_f64();
+            ::metrics::histogram!(metrics::RESTORE_DURATION, metrics::LABEL_STORE => j.store.clone()).record(secs);
+            ::metrics::gauge!(metrics::RESTORE_RATE, metrics::LABEL_STORE => j.store.clone(), metrics::LABEL_PARTITION => j.partition.to_string()).set(0.0);
+            ::metrics::gauge!(metrics::RESTORE_REMAINING, metrics::LABEL_STORE => j.store.clone(), metrics::LABEL_PARTITION => j.partition.to_string()).set(0.0);
             tracing::info!(
                 store = %j.store, partition = j.partition, records = j.restored,
                 offsets = format!("{}..{}", j.start, j.end),

@@ -67,7 +67,8 @@ fn run_loop(
     let mut last_commit = Instant::now();
     let mut last_gauges = Instant::now();
     let mut errors = ErrorLog::default();
-    let consumed = ::metrics::counter!(metrics::RECORDS_CONSUMED);
+    let source = consumer.context().lock().source_topic().to_string();
+    let consumed = ::metrics::counter!(metrics::RECORDS_CONSUMED, metrics::LABEL_TOPIC => source);
     let process_latency = ::metrics::histogram!(metrics::PROCESS_LATENCY);
     while !shutdown.load(Ordering::SeqCst) {
         let epoch = consumer.context().lock().epoch;
