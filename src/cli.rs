@@ -38,6 +38,156 @@ pub enum Command {
     Broker(BrokerArgs),
     /// Print the Inventory topology as text and as a Mermaid diagram.
     Describe(DescribeArgs),
+    /// The Order service: HTTP `POST /orders` → OrderReceived.
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// Generate a deterministic stream of orders with duplicates and poison
+    /// records, and write a manifest of what the job must produce.
+    Load(LoadArgs),
+    /// Inspect and replay the dead-letter topic.
+    Dlq(DlqArgs),
+    /// Everything on an embedded broker: the job, the Order service, a few
+    /// orders posted over HTTP, and a summary of what landed where.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// Serve `POST /orders`, `GET /health` and `GET /metrics`.
+    Serve(OrdersServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OrdersServeArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "WEIR_BROKERS")]
+    pub brokers: String,
+    /// HTTP address.
+    #[arg(long, env = "WEIR_ORDERS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Topic to publish OrderReceived events to.
+    #[arg(long, default_value = "OrderReceived")]
+    pub topic: String,
+    /// How long a publish may wait for the broker before answering 503.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub publish_timeout_ms: u64,
+    /// librdkafka producer setting, repeatable.
+    #[arg(short = 'X', value_parser = parse_kv, value_name = "KEY=VALUE")]
+    pub kafka: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "WEIR_BROKERS")]
+    pub brokers: String,
+    /// Topic to write.
+    #[arg(long, default_value = "OrderReceived")]
+    pub topic: String,
+    /// Unique valid orders.
+    #[arg(long, default_value_t = 10_000)]
+    pub orders: usize,
+    /// Redeliveries (same bytes again) per order.
+    #[arg(long, default_value_t = 0.1)]
+    pub duplicate_ratio: f64,
+    /// Resends (same orderId, new eventId) per order.
+    #[arg(long, default_value_t = 0.1)]
+    pub resend_ratio: f64,
+    /// Poison records (undecodable, invalid, unprocessable) per order.
+    #[arg(long, default_value_t = 0.01)]
+    pub poison_ratio: f64,
+    /// Records per second (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Generator seed: the same seed sends the same records.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where to write the manifest (JSON).
+    #[arg(long, default_value = "load-manifest.json")]
+    pub manifest: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "WEIR_BROKERS", global = true)]
+    pub brokers: Option<String>,
+    /// The dead-letter topic.
+    #[arg(long, default_value = "DeadLetterQueue", global = true)]
+    pub topic: String,
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// List every dead letter: kind, message, source coordinates.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this failure kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show one dead letter in full, with the original event.
+    Show {
+        /// Offset in the dead-letter topic.
+        offset: i64,
+        /// Partition of the dead-letter topic.
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+        /// Print the record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow new dead letters as they arrive (Ctrl-C to stop).
+    Tail {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Start with the existing records.
+        #[arg(long)]
+        from_beginning: bool,
+    },
+    /// Publish the originals (exact bytes, key, headers) back to their source
+    /// topic, with a `weir.replay.count` header.
+    Replay {
+        /// Only this failure kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only dead letters written at or after T (RFC 3339, or an age like 30m, 2h, 1d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only dead letters written before T (RFC 3339, or an age like 30m, 2h, 1d).
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Start at this offset of the dead-letter topic.
+        #[arg(long)]
+        from_offset: Option<i64>,
+        /// Show what would be replayed; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse records already replayed this many times (loop guard).
+        #[arg(long, default_value_t = 3)]
+        max_replays: u32,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address of the Order service.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the job's /metrics, /health, /ready.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Root of the local state.
+    #[arg(long, default_value = "./state")]
+    pub state_dir: PathBuf,
+    /// Exit once the summary is printed instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit_after_summary: bool,
 }
 
 /// Parses `key=value` for `-X`.

@@ -10,6 +10,9 @@
 //! - [`broker`]: the embedded broker (librdkafka's mock cluster on its own thread).
 //! - [`observability`]: the Prometheus recorder and the `/metrics`, `/health`,
 //!   `/ready` server.
+//! - [`dlq`]: reading and replaying the dead-letter topic.
+//! - [`load`]: the load generator and its manifest.
+//! - [`orders`]: the Order service (`POST /orders` → `OrderReceived`).
 //! - [`job`]: starting the inventory job from a `JobConfig`: topics, runtime,
 //!   readiness — what `weir run` and the tests share.
 //!
@@ -17,9 +20,12 @@
 //! arguments, sets up tracing and calls into these modules.
 
 pub mod broker;
+pub mod dlq;
 pub mod inventory;
 pub mod job;
+pub mod load;
 pub mod observability;
+pub mod orders;
 
 pub use weir_state as state;
 pub use weir_topology as topology;

@@ -37,6 +37,11 @@ pub enum ObservabilityError {
     Serve(std::io::Error),
 }
 
+/// Counter `{status}`: Order service HTTP requests by status code.
+pub const ORDERS_REQUESTS: &str = "weir_orders_http_requests_total";
+/// Histogram (seconds): Order service publish latency (send to broker ack).
+pub const ORDERS_PUBLISH_LATENCY: &str = "weir_orders_publish_latency_seconds";
+
 /// Latency buckets (seconds): 50 µs to 10 s, so percentiles work from
 /// sub-millisecond processing to slow commits.
 const BUCKETS: &[f64] = &[
@@ -56,6 +61,12 @@ pub fn prometheus() -> Result<PrometheusHandle, ObservabilityError> {
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
             weir_topology::metrics::describe();
+            metrics::describe_counter!(ORDERS_REQUESTS, "Order service HTTP requests by status");
+            metrics::describe_histogram!(
+                ORDERS_PUBLISH_LATENCY,
+                metrics::Unit::Seconds,
+                "Order service publish latency (send to broker acknowledgement)"
+            );
             Ok(handle)
         })
         .clone()

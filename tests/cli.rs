@@ -158,7 +158,10 @@ fn a_job_process_on_a_broker_process_serves_exact_metrics_and_stops_cleanly_on_s
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(
-        metric(&body, "weir_records_consumed_total"),
+        metric(
+            &body,
+            "weir_records_consumed_total{topic=\"OrderReceived\"}"
+        ),
         Some(26.0),
         "{body}"
     );

@@ -1,7 +1,11 @@
 //! One file per subcommand.
 
 mod broker;
+mod demo;
 mod describe;
+mod dlq;
+mod load;
+mod orders;
 mod run;
 mod samples;
 
@@ -13,6 +17,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args).await,
         Command::Broker(args) => broker::broker(args).await,
         Command::Describe(args) => describe::describe(args),
+        Command::Orders(crate::cli::OrdersCommand::Serve(args)) => orders::serve(args).await,
+        Command::Load(args) => tokio::task::spawn_blocking(move || load::load(args)).await?,
+        Command::Dlq(args) => dlq::dlq(args).await,
+        Command::Demo(args) => demo::demo(args).await,
     }
 }
 

@@ -62,24 +62,7 @@ pub fn report(
         .iter()
         .filter(|p| p.sample.expect.starts_with("dead letter"))
         .count();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "weir-samples-report")
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating the report consumer")?;
-    let mut tpl = TopicPartitionList::new();
-    for topic in [&topics.confirmed, &topics.dead_letters] {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("reading metadata of {topic}"))?;
-        for t in md.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            }
-        }
-    }
-    consumer.assign(&tpl)?;
+    let consumer = output_consumer(brokers, topics)?;
     // causationId (source eventId) → confirmed eventId; (partition, offset) → DLQ error.
     let mut confirmed: HashMap<String, String> = HashMap::new();
     let mut failed: HashMap<(i64, i64), String> = HashMap::new();
@@ -150,4 +133,84 @@ pub fn report(
         failed.len()
     );
     Ok((confirmed.len(), failed.len()))
+}
+
+/// Publishes one raw record (for the demo's "legacy producer").
+pub async fn publish_raw(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// Records as (key, JSON value).
+pub type Keyed = Vec<(String, serde_json::Value)>;
+
+/// Reads the confirmed and dead-letter topics until `want_confirmed` and
+/// `want_dead` records are there (or `timeout`): (key, value) of each.
+pub fn collect(
+    brokers: &str,
+    topics: &InventoryTopics,
+    want_confirmed: usize,
+    want_dead: usize,
+    timeout: Duration,
+) -> anyhow::Result<(Keyed, Keyed)> {
+    let consumer = output_consumer(brokers, topics)?;
+    let (mut confirmed, mut dead) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + timeout;
+    while (confirmed.len() < want_confirmed || dead.len() < want_dead) && Instant::now() < deadline
+    {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let Some(v) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        else {
+            continue;
+        };
+        if m.topic() == topics.confirmed {
+            confirmed.push((key, v));
+        } else {
+            dead.push((key, v));
+        }
+    }
+    Ok((confirmed, dead))
+}
+
+/// A consumer assigned to every partition of the output topics, from the start.
+fn output_consumer(brokers: &str, topics: &InventoryTopics) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-samples-report")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the report consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in [&topics.confirmed, &topics.dead_letters] {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("reading metadata of {topic}"))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
 }

@@ -50,6 +50,14 @@ impl DeadLetterHandler for InventoryDeadLetters {
             .and_then(|v| serde_json::from_slice::<Value>(v).ok())
             .unwrap_or(Value::Null);
         let payload = f.source.value.unwrap_or_default();
+        // The original headers, so a replay can republish the record exactly.
+        let original_headers: Vec<Value> = f
+            .source
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("__streams.errors."))
+            .map(|(k, v)| json!({"key": k, "value": v.map(b64)}))
+            .collect();
         let mut envelope = json!({
             // Deterministic: the same failed record always has the same id.
             "eventId": Uuid::new_v5(
@@ -63,6 +71,7 @@ impl DeadLetterHandler for InventoryDeadLetters {
             "source": source,
             "originalEvent": original_event,
             "originalPayload": f.source.value.map(b64),
+            "originalHeaders": original_headers,
             "service": {
                 "name": "weir",
                 "applicationId": &self.application_id,
