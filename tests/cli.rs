@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::process::*;
@@ -40,22 +39,16 @@ fn describe_prints_the_topology_as_text_and_mermaid() {
 #[test]
 fn the_readme_run_shows_every_outcome_of_the_sample_orders() {
     let dir = tempfile::tempdir().unwrap();
-    let out = weir()
-        .args([
-            "run",
-            "--sample-orders",
-            "--exit-after-samples",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        weir()
+            .args([
+                "run",
+                "--sample-orders",
+                "--exit-after-samples",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .current_dir(dir.path()),
     );
     assert!(
         stdout.contains("OrderConfirmed: 3 record(s), DeadLetterQueue: 2 record(s)"),
@@ -85,27 +78,7 @@ fn a_job_process_on_a_broker_process_serves_exact_metrics_and_stops_cleanly_on_s
     let (_broker, b) = broker(&[]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut job = Proc(
-        weir()
-            .args([
-                "run",
-                "--brokers",
-                &b,
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args([
-                "--state-dir",
-                dir.path().to_str().unwrap(),
-                "--commit-interval-ms",
-                "100",
-            ])
-            .args(["-X", "consumer.session.timeout.ms=6000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut job = job_process(&b, dir.path(), port);
     // /ready turns 200 once the partitions are assigned and restored.
     let deadline = Instant::now() + TIMEOUT;
     while http_get(port, "/ready").map(|(c, _)| c) != Some(200) {
@@ -115,14 +88,7 @@ fn a_job_process_on_a_broker_process_serves_exact_metrics_and_stops_cleanly_on_s
     }
     assert_eq!(http_get(port, "/health").unwrap().0, 200);
 
-    let mut inputs: Vec<Input> = (0..20)
-        .map(|i| {
-            Input::json(
-                &format!("m-{i}"),
-                &order(&format!("e-{i}"), &format!("m-{i}")),
-            )
-        })
-        .collect();
+    let mut inputs: Vec<Input> = numbered_orders("m", "e", 20);
     inputs.push(Input::json("m-1", &order("e-1", "m-1")));
     inputs.push(Input::json("m-2", &order("again", "m-2")));
     inputs.push(Input::json("m-3", &order("e-3", "m-3")));

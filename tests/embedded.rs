@@ -181,14 +181,7 @@ fn a_restarted_job_does_not_confirm_again_and_a_lost_state_dir_is_rebuilt() {
     let broker = cluster(2);
     let b = broker.bootstrap_servers().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let first: Vec<Input> = (0..100)
-        .map(|i| {
-            Input::json(
-                &format!("r-{i}"),
-                &order(&format!("e-{i}"), &format!("r-{i}")),
-            )
-        })
-        .collect();
+    let first: Vec<Input> = numbered_orders("r", "e", 100);
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
     produce(&b, INPUT, &first);
     wait_committed(&b, "inventory");
@@ -196,14 +189,7 @@ fn a_restarted_job_does_not_confirm_again_and_a_lost_state_dir_is_rebuilt() {
     assert_eq!(confirmations(&b).len(), 100);
 
     // Restart on the same state: every order resent is a duplicate.
-    let resend: Vec<Input> = (0..100)
-        .map(|i| {
-            Input::json(
-                &format!("r-{i}"),
-                &order(&format!("again-{i}"), &format!("r-{i}")),
-            )
-        })
-        .collect();
+    let resend: Vec<Input> = numbered_orders("r", "again", 100);
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
     produce(&b, INPUT, &resend);
     wait_committed(&b, "inventory");
@@ -218,14 +204,7 @@ fn a_restarted_job_does_not_confirm_again_and_a_lost_state_dir_is_rebuilt() {
     // Lose the state directory: the store is rebuilt from the changelog.
     std::fs::remove_dir_all(dir.path()).unwrap();
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
-    let mut third: Vec<Input> = (0..100)
-        .map(|i| {
-            Input::json(
-                &format!("r-{i}"),
-                &order(&format!("third-{i}"), &format!("r-{i}")),
-            )
-        })
-        .collect();
+    let mut third: Vec<Input> = numbered_orders("r", "third", 100);
     third.push(Input::json("r-new", &order("e-new", "r-new")));
     produce(&b, INPUT, &third);
     wait_committed(&b, "inventory");
@@ -262,14 +241,7 @@ fn restore_replays_only_the_tail_after_the_recorded_changelog_offset() {
     let broker = cluster(1);
     let b = broker.bootstrap_servers().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let orders: Vec<Input> = (0..50)
-        .map(|i| {
-            Input::json(
-                &format!("t-{i:02}"),
-                &order(&format!("e-{i}"), &format!("t-{i:02}")),
-            )
-        })
-        .collect();
+    let orders: Vec<Input> = numbered_orders("t", "e", 50);
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
     produce(&b, INPUT, &orders);
     wait_committed(&b, "inventory");
@@ -390,14 +362,7 @@ fn a_truncated_changelog_restores_what_remains_and_the_job_runs() {
     let b = broker.bootstrap_servers().to_string();
     let dir = tempfile::tempdir().unwrap();
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
-    let first: Vec<Input> = (0..5)
-        .map(|i| {
-            Input::json(
-                &format!("c-{i}"),
-                &order(&format!("e-{i}"), &format!("c-{i}")),
-            )
-        })
-        .collect();
+    let first: Vec<Input> = numbered_orders("c", "e", 5);
     produce(&b, INPUT, &first);
     wait_committed(&b, "inventory");
     job.stop().unwrap();

@@ -115,28 +115,12 @@ fn ready_is_503_while_restoring_and_200_once_restored() {
 
 #[test]
 fn deployment_files_parse_and_pass_promtool() {
-    let out = tool("promtool")
-        .arg("check")
-        .arg("config")
-        .arg(repo("prometheus.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let out = tool("promtool")
-        .arg("check")
-        .arg("rules")
-        .arg(repo("prometheus-alerts.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    for (what, file) in [
+        ("config", "prometheus.yml"),
+        ("rules", "prometheus-alerts.yml"),
+    ] {
+        run_ok(tool("promtool").arg("check").arg(what).arg(repo(file)));
+    }
 
     let yaml = |p: &str| -> Value {
         serde_yaml_ng::from_str(&std::fs::read_to_string(repo(p)).unwrap())
@@ -312,39 +296,13 @@ fn a_real_run_exports_every_metric_and_a_real_prometheus_answers_every_panel_and
     produce(&b, "inventory-dedup-changelog", &restored);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _job = Proc(
-        weir()
-            .args([
-                "run",
-                "--brokers",
-                &b,
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args([
-                "--state-dir",
-                dir.path().to_str().unwrap(),
-                "--commit-interval-ms",
-                "100",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _job = job_process(&b, dir.path(), port);
     // Prometheus scrapes from before the traffic, as in production.
     let prom_dir = tempfile::tempdir().unwrap();
     let (_prom, prom) = start_prometheus(prom_dir.path(), port);
     wait_query(prom, "weir_assigned_partitions == 4");
 
-    let mut inputs: Vec<Input> = (0..60)
-        .map(|i| {
-            Input::json(
-                &format!("p-{i}"),
-                &order(&format!("e-{i}"), &format!("p-{i}")),
-            )
-        })
-        .collect();
+    let mut inputs: Vec<Input> = numbered_orders("p", "e", 60);
     for i in 0..9 {
         inputs.push(Input::json(
             &format!("p-{i}"),

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -176,51 +175,29 @@ fn with_the_broker_down_the_service_answers_503_and_never_publishes_that_order_l
 fn the_load_manifest_matches_what_the_job_produces() {
     let (_broker, b) = broker(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let _job = Proc(
+    let _job = job_process(&b, &dir.path().join("state"), 0);
+    let manifest_path = dir.path().join("manifest.json");
+    let stdout = run_ok(
         weir()
             .args([
-                "run",
+                "load",
                 "--brokers",
                 &b,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--commit-interval-ms",
-                "100",
+                "--orders",
+                "1500",
+                "--duplicate-ratio",
+                "0.15",
+                "--resend-ratio",
+                "0.1",
             ])
-            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let manifest_path = dir.path().join("manifest.json");
-    let out = weir()
-        .args([
-            "load",
-            "--brokers",
-            &b,
-            "--orders",
-            "1500",
-            "--duplicate-ratio",
-            "0.15",
-            "--resend-ratio",
-            "0.1",
-        ])
-        .args([
-            "--poison-ratio",
-            "0.03",
-            "--seed",
-            "7",
-            "--manifest",
-            manifest_path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+            .args([
+                "--poison-ratio",
+                "0.03",
+                "--seed",
+                "7",
+                "--manifest",
+                manifest_path.to_str().unwrap(),
+            ]),
     );
     assert!(
         stdout.contains("unique orders") && stdout.contains("1500"),
@@ -270,41 +247,14 @@ fn the_load_manifest_matches_what_the_job_produces() {
 }
 
 fn dlq_cmd(b: &str, args: &[&str]) -> String {
-    let out = weir()
-        .args(["dlq", "--brokers", b])
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "weir dlq {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_ok(weir().args(["dlq", "--brokers", b]).args(args))
 }
 
 #[test]
 fn dlq_tools_list_show_and_replay_with_a_loop_guard() {
     let (_broker, b) = broker(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let _job = Proc(
-        weir()
-            .args([
-                "run",
-                "--brokers",
-                &b,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--commit-interval-ms",
-                "100",
-            ])
-            .args(["--state-dir", dir.path().to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _job = job_process(&b, dir.path(), 0);
     // A record an earlier job version wrongly rejected (the test hook): its
     // original is a valid order.
     let fixed = serde_json::to_vec(&order("e-fixed", "fixed-1")).unwrap();
@@ -451,23 +401,17 @@ fn dlq_tools_list_show_and_replay_with_a_loop_guard() {
 #[test]
 fn the_demo_runs_to_completion() {
     let dir = tempfile::tempdir().unwrap();
-    let out = weir()
-        .args([
-            "demo",
-            "--exit-after-summary",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{s}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let s = run_ok(
+        weir()
+            .args([
+                "demo",
+                "--exit-after-summary",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .current_dir(dir.path()),
     );
     assert_eq!(s.matches("\n  202 ").count(), 4, "{s}");
     assert_eq!(s.matches("\n  400 ").count(), 1, "{s}");

@@ -30,6 +30,15 @@ fn row(r: &DeadLetterRecord) -> String {
     )
 }
 
+/// One record as a JSON line or a table row.
+fn print(json: bool, r: &DeadLetterRecord) {
+    if json {
+        println!("{}", r.to_json());
+    } else {
+        println!("{}", row(r));
+    }
+}
+
 fn header() -> String {
     format!(
         "{:<9} {:<19} {:<15} {:<28} {:<14} message",
@@ -75,11 +84,7 @@ fn run(brokers: &str, topic: &str, command: DlqCommand) -> anyhow::Result<()> {
             dlq::read(brokers, topic, Offset::Beginning, false, |r| {
                 if kind.as_deref().is_none_or(|k| r.kind() == k) {
                     n += 1;
-                    if json {
-                        println!("{}", r.to_json());
-                    } else {
-                        println!("{}", row(&r));
-                    }
+                    print(json, &r);
                 }
                 true
             })?;
@@ -147,11 +152,7 @@ fn run(brokers: &str, topic: &str, command: DlqCommand) -> anyhow::Result<()> {
                 Offset::End
             };
             dlq::read(brokers, topic, from, true, |r| {
-                if json {
-                    println!("{}", r.to_json());
-                } else {
-                    println!("{}", row(&r));
-                }
+                print(json, &r);
                 true
             })?;
         }

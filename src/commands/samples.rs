@@ -62,29 +62,23 @@ pub fn report(
         .iter()
         .filter(|p| p.sample.expect.starts_with("dead letter"))
         .count();
-    let consumer = output_consumer(brokers, topics)?;
+    let (confirmed_records, dead_records) =
+        collect(brokers, topics, expect_confirmed, expect_dlq, timeout)?;
     // causationId (source eventId) → confirmed eventId; (partition, offset) → DLQ error.
-    let mut confirmed: HashMap<String, String> = HashMap::new();
-    let mut failed: HashMap<(i64, i64), String> = HashMap::new();
-    let deadline = Instant::now() + timeout;
-    while (confirmed.len() < expect_confirmed || failed.len() < expect_dlq)
-        && Instant::now() < deadline
-    {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let Some(v) = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-        else {
-            continue;
-        };
-        if m.topic() == topics.confirmed {
-            let cause = v["causationId"].as_str().unwrap_or_default().to_string();
-            confirmed.insert(cause, v["eventId"].as_str().unwrap_or_default().to_string());
-        } else {
+    let confirmed: HashMap<String, String> = confirmed_records
+        .iter()
+        .map(|(_, v)| {
+            (
+                v["causationId"].as_str().unwrap_or_default().to_string(),
+                v["eventId"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let failed: HashMap<(i64, i64), String> = dead_records
+        .iter()
+        .map(|(_, v)| {
             let src = &v["source"];
-            failed.insert(
+            (
                 (
                     src["partition"].as_i64().unwrap_or(-1),
                     src["offset"].as_i64().unwrap_or(-1),
@@ -94,9 +88,9 @@ pub fn report(
                     v["error"]["kind"].as_str().unwrap_or("?"),
                     v["error"]["message"].as_str().unwrap_or("?")
                 ),
-            );
-        }
-    }
+            )
+        })
+        .collect();
     println!();
     println!("Sample orders published to {}:", topics.input);
     println!("  {:<3} {:<8} {:<44} outcome", "#", "key", "expected");

@@ -64,6 +64,16 @@ pub fn order(event_id: &str, order_id: &str) -> Value {
     })
 }
 
+/// `n` valid orders keyed `<prefix>-<i>`, with eventIds `<event_prefix>-<i>`.
+pub fn numbered_orders(prefix: &str, event_prefix: &str, n: usize) -> Vec<Input> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{prefix}-{i}");
+            Input::json(&id, &order(&format!("{event_prefix}-{i}"), &id))
+        })
+        .collect()
+}
+
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct Input {

@@ -130,3 +130,31 @@ pub fn broker(extra: &[&str]) -> (Proc, String) {
         .to_string();
     (Proc(child), bootstrap)
 }
+
+/// `weir run --brokers <b>` as a process, with quick commits, its state in
+/// `state_dir` and metrics on `metrics_port` (0: any).
+pub fn job_process(brokers: &str, state_dir: &std::path::Path, metrics_port: u16) -> Proc {
+    Proc(
+        weir()
+            .args(["run", "--brokers", brokers, "--commit-interval-ms", "100"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--state-dir", state_dir.to_str().unwrap()])
+            .args(["-X", "consumer.session.timeout.ms=6000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Runs a command to completion, asserting success; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
