@@ -233,10 +233,21 @@ pub struct RunArgs {
     /// Partitions of OrderReceived and OrderConfirmed on the embedded broker.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256))]
     pub partitions: i32,
-    /// Commit interval in milliseconds (bounds the duplicates a crash can
-    /// cause under at-least-once).
-    #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub commit_interval_ms: u64,
+    /// Processing guarantee: exactly-once (one Kafka transaction per commit
+    /// interval for outputs, changelog and offsets) or at-least-once.
+    /// Default: exactly-once with --brokers; at-least-once on the embedded
+    /// broker, which cannot store transactional offset commits.
+    #[arg(long, env = "WEIR_GUARANTEE")]
+    pub guarantee: Option<weir_topology::Guarantee>,
+    /// Commit interval in milliseconds. Default: 100 under exactly-once
+    /// (outputs become visible at commit), 1000 under at-least-once
+    /// (outputs are sent at once; the interval bounds what a crash repeats).
+    #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_interval_ms: Option<u64>,
+    /// Names this instance in its transactional.id. Default: an id kept in
+    /// the state directory, so a restart fences the previous incarnation.
+    #[arg(long, env = "WEIR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// librdkafka setting, repeatable: `-X session.timeout.ms=6000`.
     /// Prefix with `consumer.`, `producer.`, `restore.consumer.` or `admin.`
     /// to target one client.

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_topology::{AppState, KafkaStreams, StreamsConfig, StreamsHandle, TopologyError};
+use weir_topology::{
+    AppState, Guarantee, KafkaStreams, StreamsConfig, StreamsHandle, TopologyError,
+};
 
 use crate::inventory::{inventory_topology, InventoryTopics};
 use crate::observability::{Readiness, ReadinessProbe};
@@ -23,19 +25,25 @@ pub struct JobConfig {
     pub topics: InventoryTopics,
     /// How often to commit.
     pub commit_interval: Duration,
+    /// Exactly-once (the job's default) or at-least-once.
+    pub guarantee: Guarantee,
+    /// Instance id for the `transactional.id` (default: kept in the state dir).
+    pub instance_id: Option<String>,
     /// librdkafka settings passed through.
     pub kafka: Vec<(String, String)>,
 }
 
 impl JobConfig {
-    /// Defaults for everything but the brokers.
+    /// Defaults for everything but the brokers: exactly-once, commits every 100 ms.
     pub fn new(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             application_id: "inventory".into(),
             state_dir: PathBuf::from("./state"),
             topics: InventoryTopics::default(),
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(100),
+            guarantee: Guarantee::ExactlyOnce,
+            instance_id: None,
             kafka: Vec::new(),
         }
     }
@@ -45,6 +53,8 @@ impl JobConfig {
         let mut c = StreamsConfig::new(&self.application_id, &self.brokers);
         c.state_dir = self.state_dir.clone();
         c.commit_interval = self.commit_interval;
+        c.guarantee = self.guarantee;
+        c.instance_id = self.instance_id.clone();
         c.client_overrides = self.kafka.clone();
         c
     }

@@ -73,6 +73,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let brokers = broker.bootstrap_servers().to_string();
     let mut cfg = JobConfig::new(&brokers);
     cfg.state_dir = args.state_dir.clone();
+    // The embedded broker cannot store transactional offset commits.
+    cfg.guarantee = weir_topology::Guarantee::AtLeastOnce;
     let job = tokio::task::spawn_blocking(move || Job::start(&cfg))
         .await?
         .context("starting the job")?;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use weir::broker::{EmbeddedBroker, TopicSpec};
 use weir::job::{Job, JobConfig};
 use weir::observability::{prometheus, MetricsServer};
-use weir_topology::Topology;
+use weir_topology::{Guarantee, Topology};
 
 use crate::cli::RunArgs;
 
@@ -62,7 +62,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.application_id = args.application_id.clone();
     cfg.state_dir = args.state_dir.clone();
     cfg.topics = topics.clone();
-    cfg.commit_interval = Duration::from_millis(args.commit_interval_ms);
+    cfg.guarantee = match (args.guarantee, &embedded) {
+        (Some(Guarantee::ExactlyOnce), Some(_)) => {
+            tracing::warn!("exactly-once on the embedded broker runs the transactional code path, but that broker does not store transactional offset commits: a restart reprocesses everything");
+            Guarantee::ExactlyOnce
+        }
+        (Some(g), _) => g,
+        (None, Some(_)) => {
+            tracing::info!("embedded broker: at-least-once (it cannot store transactional offset commits); --guarantee exactly-once tries the code path");
+            Guarantee::AtLeastOnce
+        }
+        (None, None) => Guarantee::ExactlyOnce,
+    };
+    cfg.instance_id = args.instance_id.clone();
+    cfg.commit_interval =
+        Duration::from_millis(args.commit_interval_ms.unwrap_or(match cfg.guarantee {
+            Guarantee::ExactlyOnce => 100,
+            Guarantee::AtLeastOnce => 1000,
+        }));
     cfg.kafka = args.kafka.clone();
     let job = {
         let cfg = cfg.clone();

@@ -42,6 +42,8 @@ pub fn job_config(brokers: &str, state_dir: &Path) -> JobConfig {
     let mut cfg = JobConfig::new(brokers);
     cfg.state_dir = state_dir.to_path_buf();
     cfg.commit_interval = Duration::from_millis(100);
+    // The embedded broker cannot store transactional offset commits.
+    cfg.guarantee = weir_topology::Guarantee::AtLeastOnce;
     cfg.kafka = vec![
         ("consumer.session.timeout.ms".into(), "6000".into()),
         ("consumer.heartbeat.interval.ms".into(), "500".into()),

@@ -137,6 +137,8 @@ pub fn job_process(brokers: &str, state_dir: &std::path::Path, metrics_port: u16
     Proc(
         weir()
             .args(["run", "--brokers", brokers, "--commit-interval-ms", "100"])
+            // The embedded broker cannot store transactional offset commits.
+            .args(["--guarantee", "at-least-once"])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--state-dir", state_dir.to_str().unwrap()])
             .args(["-X", "consumer.session.timeout.ms=6000"])

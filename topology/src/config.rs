@@ -9,6 +9,41 @@ use weir_state::RocksDbOptions;
 
 use crate::TopologyError;
 
+/// The processing guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Outputs are sent as records are processed and input offsets are
+    /// committed after they are delivered: a crash can repeat outputs, never
+    /// lose them.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, changelog records and input offsets are committed in one
+    /// Kafka transaction per commit interval (EOS v2: one transactional
+    /// producer per instance); readers with `read_committed` see each
+    /// result once.
+    ExactlyOnce,
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "at-least-once" | "at_least_once" => Ok(Self::AtLeastOnce),
+            "exactly-once" | "exactly_once" | "exactly-once-v2" => Ok(Self::ExactlyOnce),
+            _ => Err(format!("{s:?}: expected at-least-once or exactly-once")),
+        }
+    }
+}
+
+impl std::fmt::Display for Guarantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AtLeastOnce => "at-least-once",
+            Self::ExactlyOnce => "exactly-once",
+        })
+    }
+}
+
 /// Runtime configuration.
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
@@ -43,6 +78,18 @@ pub struct StreamsConfig {
     pub changelog_replication: i32,
     /// Timeout for metadata, admin, flush and commit calls. Default 30 s.
     pub request_timeout: Duration,
+    /// At-least-once (the library's default) or exactly-once.
+    pub guarantee: Guarantee,
+    /// Names this instance in its `transactional.id`
+    /// (`<application-id>-<instance-id>`). `None`: an id kept in
+    /// `<state-dir>/<application-id>/instance.id`, created on first start, so
+    /// a restarted instance fences its predecessor's zombie and aborts its
+    /// unfinished transaction.
+    pub instance_id: Option<String>,
+    /// Longest a transaction may stay open before the broker aborts it; also
+    /// how long a killed instance's unfinished transaction can hold back
+    /// `read_committed` readers when no restart fences it. Default 10 s.
+    pub transaction_timeout: Duration,
 }
 
 impl StreamsConfig {
@@ -60,6 +107,9 @@ impl StreamsConfig {
             rocksdb: RocksDbOptions::default(),
             changelog_replication: -1,
             request_timeout: Duration::from_secs(30),
+            guarantee: Guarantee::AtLeastOnce,
+            instance_id: None,
+            transaction_timeout: Duration::from_secs(10),
         }
     }
 
@@ -88,6 +138,17 @@ impl StreamsConfig {
         }
         if self.commit_interval.is_zero() {
             return bad("commit interval must be positive".into());
+        }
+        if let Some(id) = &self.instance_id {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return bad(format!(
+                    "instance id {id:?} must be non-empty and use only letters, digits, '.', '_' and '-'"
+                ));
+            }
         }
         if self.max_batch == 0 {
             return bad("max batch must be at least 1".into());

@@ -142,6 +142,10 @@ pub enum TopologyError {
     /// Producing or flushing records did not succeed in time.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The transactional producer was fenced (another instance took over its
+    /// `transactional.id`) or failed fatally: it must be re-created.
+    #[error("producer fenced or failed fatally: {0}")]
+    ProducerFenced(String),
     /// The runtime's thread died.
     #[error("stream thread panicked: {0}")]
     Panicked(String),

@@ -63,7 +63,9 @@ pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> Cli
                 // A new group starts from the beginning: an order that arrived
                 // before the job first started must still be processed.
                 .set("auto.offset.reset", "earliest")
-                .set("enable.partition.eof", "false");
+                .set("enable.partition.eof", "false")
+                // Never process records of aborted or open transactions.
+                .set("isolation.level", "read_committed");
         }
         Client::Producer => {
             c.set("enable.idempotence", "true")
@@ -73,11 +75,22 @@ pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> Cli
                 // Java clients' partitioner, so keys land where Kafka Streams
                 // and every JVM producer would put them.
                 .set("partitioner", "murmur2_random");
+            if cfg.guarantee == crate::config::Guarantee::ExactlyOnce {
+                c.set(
+                    "transactional.id",
+                    format!("{}-{instance}", cfg.application_id),
+                )
+                .set(
+                    "transaction.timeout.ms",
+                    cfg.transaction_timeout.as_millis().to_string(),
+                );
+            }
         }
         Client::Restore => {
             // Restore assigns changelog partitions explicitly and never joins
             // or commits; librdkafka still wants a group id for `assign`.
             c.set("group.id", format!("{}.restore", cfg.application_id))
+                .set("isolation.level", "read_committed")
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
                 .set("enable.partition.eof", "false")

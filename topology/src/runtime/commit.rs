@@ -1,7 +1,7 @@
 //! The commit protocol, in one place.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer;
@@ -12,15 +12,36 @@ use crate::kafka::producer::{self, WeirProducer, KIND_CHANGELOG};
 use crate::record::Headers;
 use crate::runtime::context::StreamContext;
 use crate::runtime::task::Task;
-use crate::{metrics, TopologyError};
+use crate::{metrics, Guarantee, TopologyError};
 
 /// Header carrying the input offset that caused a changelog write.
 pub(crate) const HEADER_SOURCE_OFFSET: &str = "weir.source.offset";
+/// Header naming the process run that produced a record.
+pub(crate) const HEADER_RUN: &str = "weir.run";
+/// Header carrying the commit (under exactly-once: transaction) sequence
+/// number of the run that produced a record. With `weir.run` it lets a
+/// checker tell the records of a killed run's unfinished transaction.
+pub(crate) const HEADER_TXN: &str = "weir.txn";
+
+/// Which run and which commit interval a record belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct Provenance {
+    pub run: String,
+    pub seq: u64,
+}
+
+impl Provenance {
+    pub fn stamp(&self, headers: &mut Headers) {
+        headers.push(HEADER_RUN, Some(self.run.clone().into_bytes()));
+        headers.push(HEADER_TXN, Some(self.seq.to_string().into_bytes()));
+    }
+}
 
 struct KafkaChangelog<'a> {
     producer: &'a WeirProducer,
     topic: &'a str,
     partition: i32,
+    provenance: &'a Provenance,
 }
 
 impl ChangelogSink for KafkaChangelog<'_> {
@@ -30,7 +51,8 @@ impl ChangelogSink for KafkaChangelog<'_> {
         value: Option<&[u8]>,
         source_offset: i64,
     ) -> Result<(), StateError> {
-        let headers = Headers::new().with(HEADER_SOURCE_OFFSET, source_offset.to_string());
+        let mut headers = Headers::new().with(HEADER_SOURCE_OFFSET, source_offset.to_string());
+        self.provenance.stamp(&mut headers);
         producer::send(
             self.producer,
             self.topic,
@@ -48,42 +70,103 @@ impl ChangelogSink for KafkaChangelog<'_> {
     }
 }
 
+fn kafka(op: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> TopologyError + '_ {
+    move |source| TopologyError::Kafka {
+        op: op.to_string(),
+        source,
+    }
+}
+
+/// What a commit works with, besides the tasks.
+#[derive(Clone, Copy)]
+pub(crate) struct CommitScope<'a> {
+    pub producer: &'a WeirProducer,
+    pub consumer: &'a BaseConsumer<StreamContext>,
+    pub source_topic: &'a str,
+    pub guarantee: Guarantee,
+    pub provenance: &'a Provenance,
+    pub timeout: Duration,
+}
+
 /// Commits every task: makes outputs and state durable, then moves the
-/// group's offsets. At-least-once; a crash at any step loses nothing.
+/// group's offsets. A crash at any step loses nothing.
 ///
-/// 1. **Outputs.** Sink and dead-letter records were handed to the producer
+/// **At-least-once**
+/// 1. *Outputs.* Sink and dead-letter records were handed to the producer
 ///    as they were processed (no per-record wait). Flush: all are delivered,
 ///    or the commit stops here.
-/// 2. **Changelog.** Each task's store transaction sends one record per key
+/// 2. *Changelog.* Each task's store transaction sends one record per key
 ///    written since the last commit to its changelog partition (same number
 ///    as the input partition), tagged with the input offset that caused it.
 ///    This comes *after* step 1's flush so the changelog never claims a key
 ///    whose output was not delivered — otherwise a restore could mark an
 ///    order "seen" whose confirmation was lost.
-/// 3. **Flush** again: every changelog record is delivered; the delivery
+/// 3. *Flush* again: every changelog record is delivered; the delivery
 ///    reports give each changelog partition's new end offset.
-/// 4. **Commit input offsets** (synchronous) for tasks that made progress.
-/// 5. **Apply state**: each store transaction is written to RocksDB together
+/// 4. *Commit input offsets* (synchronously) for tasks that made progress.
+/// 5. *Apply state*: each store transaction is written to RocksDB together
 ///    with its changelog end offset, in one atomic batch.
 ///
 /// Crash points: before 4, the input is reprocessed — duplicate outputs are
 /// possible (the at-least-once anomaly), and a changelog written in 2–3 only
 /// repeats facts whose outputs were delivered. Between 4 and 5, the store
 /// lags its changelog; restore replays exactly that tail. After 5, nothing
-/// is replayed. On error the caller aborts the transactions and rewinds
-/// the input to the last committed offsets.
+/// is replayed.
+///
+/// **Exactly-once** (one transaction per interval, begun by the first
+/// record sent in it)
+/// 1. *Outputs* are already in the open transaction.
+/// 2. *Changelog* records are sent into the same transaction.
+/// 3. *Input offsets* are added to it (`send_offsets_to_transaction` with the
+///    consumer's group metadata).
+/// 4. *Commit the transaction*: outputs, changelog and offsets become
+///    visible to `read_committed` readers together, or not at all.
+/// 5. *Apply state* as above. A crash before 4 leaves an unfinished
+///    transaction that the broker aborts (at once when the restarted
+///    instance's `init_transactions` fences it); the store never saw its
+///    writes, so restore replays only the committed changelog tail.
+///
+/// On error the caller aborts (the transaction, the store overlays) and
+/// rewinds the input to the last committed offsets.
 pub(crate) fn commit(
     tasks: &mut BTreeMap<i32, Task>,
-    producer: &WeirProducer,
-    consumer: &BaseConsumer<StreamContext>,
-    source_topic: &str,
-    timeout: std::time::Duration,
+    scope: &CommitScope<'_>,
+    txn_open: &mut bool,
 ) -> Result<(), TopologyError> {
+    let CommitScope {
+        producer,
+        consumer,
+        source_topic,
+        guarantee,
+        provenance,
+        timeout,
+    } = *scope;
     let started = Instant::now();
-    // 1. Outputs are already in the producer; make sure they are delivered.
-    producer::flush(producer, timeout)?;
-    // 2. Changelog records.
-    let mut logged = false;
+    let exactly_once = guarantee == Guarantee::ExactlyOnce;
+    let mut tpl = TopicPartitionList::new();
+    for task in tasks.values() {
+        if let Some(next) = task.next_offset.filter(|n| Some(*n) != task.committed) {
+            tpl.add_partition_offset(source_topic, task.partition, Offset::Offset(next))
+                .map_err(kafka("build commit list"))?;
+        }
+    }
+    let pending = tasks
+        .values()
+        .any(|t| t.core.stores.values().any(|s| s.pending_len() > 0));
+    if tpl.count() == 0 && !pending && !*txn_open {
+        return Ok(()); // nothing happened since the last commit
+    }
+    if exactly_once && !*txn_open {
+        producer
+            .begin_transaction()
+            .map_err(kafka("begin transaction"))?;
+        *txn_open = true;
+    }
+    // 1. Outputs.
+    if !exactly_once {
+        producer::flush(producer, timeout)?;
+    }
+    // 2. Changelog.
     for task in tasks.values_mut() {
         let partition = task.partition;
         for (store, topic) in &task.changelogs {
@@ -93,11 +176,11 @@ pub(crate) fn commit(
             if tx.pending_len() == 0 {
                 continue;
             }
-            logged = true;
             let mut sink = KafkaChangelog {
                 producer,
                 topic,
                 partition,
+                provenance,
             };
             tx.log_changes(&mut sink)
                 .map_err(|source| TopologyError::State {
@@ -106,30 +189,34 @@ pub(crate) fn commit(
                 })?;
         }
     }
-    // 3. Flush the changelog.
-    if logged {
-        producer::flush(producer, timeout)?;
-    }
-    // 4. Input offsets.
-    let mut tpl = TopicPartitionList::new();
-    for task in tasks.values() {
-        if let Some(next) = task.next_offset {
-            if Some(next) != task.committed {
-                tpl.add_partition_offset(source_topic, task.partition, Offset::Offset(next))
-                    .map_err(|source| TopologyError::Kafka {
-                        op: "build commit list".into(),
-                        source,
-                    })?;
-            }
-        }
-    }
-    if tpl.count() > 0 {
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|source| TopologyError::Kafka {
-                op: "commit offsets".into(),
-                source,
+    if exactly_once {
+        // 3. Offsets into the transaction. 4. Commit it.
+        if tpl.count() > 0 {
+            let cgm = consumer.group_metadata().ok_or_else(|| {
+                TopologyError::Commit("the consumer has no group metadata".into())
             })?;
+            producer
+                .send_offsets_to_transaction(&tpl, &cgm, timeout)
+                .map_err(kafka("send offsets to transaction"))?;
+        }
+        producer
+            .commit_transaction(timeout)
+            .map_err(kafka("commit transaction"))?;
+        *txn_open = false;
+        if let Some(e) = producer.context().take_error() {
+            // Cannot happen after a successful commit; refuse to go on if it does.
+            return Err(TopologyError::Commit(e));
+        }
+        ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "committed")
+            .increment(1);
+    } else {
+        // 3. Flush the changelog. 4. Commit input offsets.
+        producer::flush(producer, timeout)?;
+        if tpl.count() > 0 {
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(kafka("commit offsets"))?;
+        }
     }
     // 5. State, with the changelog offset it reached.
     for task in tasks.values_mut() {

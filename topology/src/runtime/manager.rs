@@ -12,13 +12,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::producer::{self, WeirProducer, KIND_DEAD_LETTER, KIND_OUTPUT};
 use crate::record::{Headers, SourceCoordinates, SourceRecord};
-use crate::runtime::commit::commit;
+use crate::runtime::commit::{commit, CommitScope, Provenance};
 use crate::runtime::context::StreamContext;
 use crate::runtime::restore::Restorer;
 use crate::runtime::status::Status;
 use crate::runtime::task::{Task, TaskState};
 use crate::task::now_ms;
-use crate::{metrics, StreamsConfig, Topology, TopologyError};
+use crate::{metrics, Guarantee, StreamsConfig, Topology, TopologyError};
 
 pub(crate) struct TaskManager {
     pub cfg: StreamsConfig,
@@ -36,6 +36,10 @@ pub(crate) struct TaskManager {
     /// across one (eager rebalancing resets positions to committed offsets).
     pub epoch: u64,
     status: Arc<Status>,
+    /// Exactly-once: a transaction is open (begun by the first record sent).
+    txn_open: bool,
+    /// Run id and commit sequence stamped on every produced record.
+    provenance: Provenance,
 }
 
 impl TaskManager {
@@ -45,6 +49,7 @@ impl TaskManager {
         producer: WeirProducer,
         restorer: Restorer,
         status: Arc<Status>,
+        run_id: String,
     ) -> Self {
         Self {
             source_topic: Arc::from(topology.source_topic()),
@@ -57,6 +62,11 @@ impl TaskManager {
             fatal: None,
             epoch: 0,
             status,
+            txn_open: false,
+            provenance: Provenance {
+                run: run_id,
+                seq: 0,
+            },
         }
     }
 
@@ -88,9 +98,7 @@ impl TaskManager {
         );
         if let Err(e) = self.send_outputs().and_then(|_| self.commit_all(consumer)) {
             tracing::warn!(error = %e, "commit on revocation failed: the next owner reprocesses from the last committed offsets");
-            for t in self.tasks.values_mut() {
-                t.abort();
-            }
+            self.abort_interval();
         }
         for (p, t) in self.tasks.iter_mut() {
             t.close();
@@ -258,8 +266,16 @@ impl TaskManager {
     /// Hands every task's outputs to the producer.
     pub fn send_outputs(&mut self) -> Result<(), TopologyError> {
         let dead_letters = self.topology.dead_letter_topic().map(str::to_string);
+        let any = self.tasks.values().any(|t| !t.core.outputs.is_empty());
+        if any && self.cfg.guarantee == Guarantee::ExactlyOnce && !self.txn_open {
+            self.producer
+                .begin_transaction()
+                .map_err(|source| classify(source, "begin transaction"))?;
+            self.txn_open = true;
+        }
         for task in self.tasks.values_mut() {
-            for r in task.core.outputs.drain(..) {
+            for mut r in task.core.outputs.drain(..) {
+                self.provenance.stamp(&mut r.headers);
                 let kind = if Some(&*r.topic) == dead_letters.as_deref() {
                     KIND_DEAD_LETTER
                 } else {
@@ -281,13 +297,40 @@ impl TaskManager {
     }
 
     fn commit_all(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
-        commit(
-            &mut self.tasks,
-            &self.producer,
+        let scope = CommitScope {
+            producer: &self.producer,
             consumer,
-            &self.source_topic,
-            self.cfg.request_timeout,
-        )
+            source_topic: &self.source_topic,
+            guarantee: self.cfg.guarantee,
+            provenance: &self.provenance,
+            timeout: self.cfg.request_timeout,
+        };
+        commit(&mut self.tasks, &scope, &mut self.txn_open)?;
+        self.provenance.seq += 1;
+        Ok(())
+    }
+
+    /// Drops the interval's uncommitted work: the open transaction, store
+    /// overlays and pending outputs.
+    fn abort_interval(&mut self) {
+        if self.txn_open {
+            self.txn_open = false;
+            match self.producer.abort_transaction(self.cfg.request_timeout) {
+                Ok(()) => {
+                    ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "aborted")
+                        .increment(1);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "abort_transaction failed (the broker aborts it on timeout)")
+                }
+            }
+        }
+        // The interval's records are aborted (or, at-least-once, will be
+        // repeated): the next interval gets a new sequence number.
+        self.provenance.seq += 1;
+        for t in self.tasks.values_mut() {
+            t.abort();
+        }
     }
 
     /// Runs the commit protocol. A failure that the next attempt can fix
@@ -297,17 +340,19 @@ impl TaskManager {
         let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
         let Err(e) = result else { return Ok(()) };
         if matches!(e, TopologyError::State { .. }) {
+            self.abort_interval();
             return Err(e);
         }
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(TopologyError::Commit(format!(
-                "producer failed fatally ({code:?}: {reason}) after: {e}"
-            )));
+        let fenced = matches!(e, TopologyError::ProducerFenced(_))
+            || self.producer.client().fatal_error().is_some()
+            || matches!(&e, TopologyError::Kafka { source: rdkafka::error::KafkaError::Transaction(t), .. } if t.is_fatal());
+        self.abort_interval();
+        if fenced {
+            return Err(TopologyError::ProducerFenced(e.to_string()));
         }
         tracing::warn!(error = %e, "commit failed: dropping uncommitted work and reprocessing from the last committed offsets");
         ::metrics::counter!(metrics::RETRIES, metrics::LABEL_OPERATION => "commit").increment(1);
         for (p, t) in self.tasks.iter_mut() {
-            t.abort();
             if t.state != TaskState::Running {
                 continue;
             }
@@ -354,15 +399,29 @@ impl TaskManager {
         } else {
             Ok(())
         };
+        if result.is_err() || !clean {
+            self.abort_interval();
+        }
         for t in self.tasks.values_mut() {
-            if result.is_err() || !clean {
-                t.abort();
-            }
             t.close();
         }
         self.tasks.clear();
         self.restorer.clear();
         self.publish_status();
         result
+    }
+}
+
+/// A transactional error that needs a new producer is a fencing; any other
+/// Kafka error stays one.
+fn classify(source: rdkafka::error::KafkaError, op: &str) -> TopologyError {
+    match &source {
+        rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => {
+            TopologyError::ProducerFenced(format!("{op}: {source}"))
+        }
+        _ => TopologyError::Kafka {
+            op: op.to_string(),
+            source,
+        },
     }
 }

@@ -19,12 +19,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::Producer;
+
 pub use status::AppState;
 
 use crate::kafka::admin::ensure_topics;
 use crate::kafka::client::{config, Client};
 use crate::kafka::producer::{DeliveryTracker, WeirProducer};
-use crate::{StreamsConfig, Topology, TopologyError};
+use crate::{Guarantee, StreamsConfig, Topology, TopologyError};
 use manager::TaskManager;
 use restore::Restorer;
 use status::Status;
@@ -34,41 +36,39 @@ pub struct KafkaStreams;
 
 impl KafkaStreams {
     /// Validates `config`, checks topics (creating missing changelog topics),
-    /// creates the producer and starts the stream thread. Errors here are
-    /// configuration or connectivity problems, reported before any record
-    /// is touched.
+    /// creates the producer (initialising transactions under exactly-once)
+    /// and starts the stream thread. Errors here are configuration or
+    /// connectivity problems, reported before any record is touched.
     pub fn start(
         topology: Topology,
         config: StreamsConfig,
     ) -> Result<StreamsHandle, TopologyError> {
         config.validate()?;
-        let instance = instance_id();
+        let instance = stable_instance_id(&config)?;
         let partitions = ensure_topics(&config, &topology, &instance)?;
         crate::metrics::register_series(&topology, &config.application_id);
         tracing::info!(
             application_id = %config.application_id,
+            instance = %instance,
+            guarantee = %config.guarantee,
             source = %topology.source_topic(),
             partitions,
             state_dir = %config.state_dir.display(),
             "starting"
         );
-        let producer: WeirProducer = self::config(&config, Client::Producer, &instance)
-            .create_with_context(DeliveryTracker::default())
-            .map_err(|source| TopologyError::Kafka {
-                op: "create producer".into(),
-                source,
-            })?;
-        let restorer = Restorer::new(&config, &instance)?;
         let status = Arc::new(Status::default());
         let shutdown = Arc::new(AtomicBool::new(false));
-        let manager = TaskManager::new(config, topology, producer, restorer, status.clone());
+        // The first manager is built here so configuration and connection
+        // errors reach the caller; after a fencing the thread builds anew.
+        let first = build_manager(&config, &topology, &instance, &status)?;
         let thread = {
             let status = status.clone();
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("weir-stream-{instance}"))
                 .spawn(move || {
-                    let result = stream_thread::run(manager, &instance, &shutdown);
+                    let result =
+                        run_with_restarts(first, &config, &topology, &instance, &status, &shutdown);
                     match &result {
                         Ok(()) => {
                             tracing::info!("stopped cleanly");
@@ -91,13 +91,109 @@ impl KafkaStreams {
     }
 }
 
-fn instance_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+/// Producer (transactions initialised under exactly-once, which fences any
+/// zombie with the same `transactional.id` and aborts its open
+/// transaction), restore consumer and task manager.
+fn build_manager(
+    config: &StreamsConfig,
+    topology: &Topology,
+    instance: &str,
+    status: &Arc<Status>,
+) -> Result<TaskManager, TopologyError> {
+    let producer: WeirProducer = self::config(config, Client::Producer, instance)
+        .create_with_context(DeliveryTracker::default())
+        .map_err(|source| TopologyError::Kafka {
+            op: "create producer".into(),
+            source,
+        })?;
+    if config.guarantee == Guarantee::ExactlyOnce {
+        producer
+            .init_transactions(config.request_timeout)
+            .map_err(|source| TopologyError::Kafka {
+                op: format!("init transactions for {}-{instance}", config.application_id),
+                source,
+            })?;
+    }
+    let restorer = Restorer::new(config, instance)?;
+    Ok(TaskManager::new(
+        config.clone(),
+        topology.clone(),
+        producer,
+        restorer,
+        status.clone(),
+        run_id(),
+    ))
+}
+
+/// Runs the stream thread; after a fencing or a fatal producer error,
+/// closes everything and starts again with a new producer and consumer
+/// (rejoining the group), backing off between attempts.
+fn run_with_restarts(
+    first: TaskManager,
+    config: &StreamsConfig,
+    topology: &Topology,
+    instance: &str,
+    status: &Arc<Status>,
+    shutdown: &AtomicBool,
+) -> Result<(), TopologyError> {
+    let mut manager = first;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match stream_thread::run(manager, instance, shutdown) {
+            Err(TopologyError::ProducerFenced(why)) if !shutdown.load(Ordering::SeqCst) => {
+                tracing::warn!(%why, backoff_ms = backoff.as_millis() as u64, "producer fenced or failed: re-creating it and rejoining the group");
+                ::metrics::counter!(crate::metrics::RETRIES, crate::metrics::LABEL_OPERATION => "producer").increment(1);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                manager = build_manager(config, topology, instance, status)?;
+            }
+            other => return other,
+        }
+    }
+}
+
+static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Names this process run in the `weir.run` header of every record it produces.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!(
-        "{}-{}",
+        "{:x}-{:x}-{}",
+        nanos,
         std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
+        NEXT_RUN.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The instance id: configured, or kept in `<state-dir>/<application-id>/instance.id`.
+fn stable_instance_id(config: &StreamsConfig) -> Result<String, TopologyError> {
+    if let Some(id) = &config.instance_id {
+        return Ok(id.clone());
+    }
+    let dir = config.state_dir.join(&config.application_id);
+    let path = dir.join("instance.id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let id = s.trim();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Ok(id.to_string());
+        }
+    }
+    let io = |op: &'static str, source: std::io::Error| TopologyError::State {
+        task: "instance".into(),
+        source: weir_state::StateError::Io {
+            store: "instance.id".into(),
+            op,
+            path: path.clone(),
+            source,
+        },
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io("create directory", e))?;
+    let id = format!("i{}", run_id().replace('-', ""));
+    std::fs::write(&path, format!("{id}\n")).map_err(|e| io("write", e))?;
+    Ok(id)
 }
 
 /// A cloneable, read-only view of a running topology's state (for

@@ -217,9 +217,27 @@ impl Restorer {
             job.position = m.offset() + 1;
             job.restored += 1;
         }
+        // Transactional changelogs end with commit markers, which are never
+        // delivered: the consumer's position moves past them, the records' do not.
+        if self.jobs.iter().any(|j| j.position < j.end) {
+            if let Ok(positions) = self.consumer.position() {
+                for e in positions.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        if let Some(j) = self
+                            .jobs
+                            .iter_mut()
+                            .find(|j| j.partition == e.partition() && j.topic == e.topic())
+                        {
+                            j.position = j.position.max(o);
+                        }
+                    }
+                }
+            }
+        }
         for (idx, mut batch) in batches {
             let job = &self.jobs[idx];
             let n = batch.ops.len() as u64;
+            // Past the last applied record, or past the markers after it.
             batch.set_changelog_offset(job.position);
             let task = tasks
                 .get_mut(&job.partition)
