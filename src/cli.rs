@@ -198,6 +198,24 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses `500ms`, `10s`, `30m`, `12h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 30m, 12h or 7d"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// Topic names of the Inventory job.
 #[derive(Debug, Clone, Args)]
 pub struct TopicArgs {
@@ -244,6 +262,10 @@ pub struct RunArgs {
     /// (outputs are sent at once; the interval bounds what a crash repeats).
     #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_interval_ms: Option<u64>,
+    /// How long a confirmed orderId is remembered (e.g. 7d, 12h, 30m, 10s;
+    /// 0 = forever). A resend after that is confirmed again.
+    #[arg(long, env = "WEIR_DEDUP_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub dedup_retention: std::time::Duration,
     /// Names this instance in its transactional.id. Default: an id kept in
     /// the state directory, so a restart fences the previous incarnation.
     #[arg(long, env = "WEIR_INSTANCE_ID")]

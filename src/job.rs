@@ -9,7 +9,7 @@ use weir_topology::{
     AppState, Guarantee, KafkaStreams, StreamsConfig, StreamsHandle, TopologyError,
 };
 
-use crate::inventory::{inventory_topology, InventoryTopics};
+use crate::inventory::{inventory_topology_with, InventoryTopics, DEFAULT_DEDUP_RETENTION};
 use crate::observability::{Readiness, ReadinessProbe};
 
 /// Everything needed to run the inventory job on a cluster.
@@ -29,6 +29,8 @@ pub struct JobConfig {
     pub guarantee: Guarantee,
     /// Instance id for the `transactional.id` (default: kept in the state dir).
     pub instance_id: Option<String>,
+    /// How long a confirmed orderId is remembered (`None`: forever).
+    pub dedup_retention: Option<Duration>,
     /// librdkafka settings passed through.
     pub kafka: Vec<(String, String)>,
 }
@@ -44,6 +46,7 @@ impl JobConfig {
             commit_interval: Duration::from_millis(100),
             guarantee: Guarantee::ExactlyOnce,
             instance_id: None,
+            dedup_retention: Some(DEFAULT_DEDUP_RETENTION),
             kafka: Vec::new(),
         }
     }
@@ -68,7 +71,8 @@ pub struct Job {
 impl Job {
     /// Builds the topology and starts it.
     pub fn start(cfg: &JobConfig) -> Result<Self, TopologyError> {
-        let topology = inventory_topology(&cfg.topics, &cfg.application_id)?;
+        let topology =
+            inventory_topology_with(&cfg.topics, &cfg.application_id, cfg.dedup_retention)?;
         let handle = KafkaStreams::start(topology, cfg.streams_config())?;
         Ok(Self { handle })
     }

@@ -227,7 +227,9 @@ fn a_restarted_job_does_not_confirm_again_and_a_lost_state_dir_is_rebuilt() {
         .unwrap();
         store
             .for_each(&mut |k, _| {
-                keys.insert(String::from_utf8(k.to_vec()).unwrap());
+                if !k.starts_with(weir_topology::dedup::EXPIRY_INDEX_PREFIX) {
+                    keys.insert(String::from_utf8(k.to_vec()).unwrap());
+                }
                 true
             })
             .unwrap();
@@ -250,24 +252,29 @@ fn restore_replays_only_the_tail_after_the_recorded_changelog_offset() {
     // Simulate a crash between "commit offsets" and "apply state": the store
     // forgets the writes of the changelog's last 10 records and records an
     // older changelog offset.
-    let log: Vec<String> = read_all(&b, "inventory-dedup-changelog")
+    use rdkafka::Message;
+    let log: Vec<Vec<u8>> = read_all(&b, "inventory-dedup-changelog")
         .iter()
-        .map(key_of)
+        .map(|m| m.key().unwrap().to_vec())
         .collect();
-    assert_eq!(log.len(), 50, "one changelog record per confirmed order");
-    let (head, tail) = log.split_at(40);
+    assert_eq!(
+        log.len(),
+        100,
+        "per confirmed order: its entry and its expiry index entry"
+    );
+    let (head, tail) = log.split_at(90);
     let path = dir.path().join("inventory/dedup/0");
     {
         let mut store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
-        assert_eq!(store.changelog_offset(), Some(50));
+        assert_eq!(store.changelog_offset(), Some(100));
         let mut batch = WriteBatch::new();
         // A key below the offset is deleted too: a tail replay must not
         // bring it back (a full replay would).
-        batch.delete(head[0].as_str());
+        batch.delete(head[0].clone());
         for k in tail {
-            batch.delete(k.as_str());
+            batch.delete(k.clone());
         }
-        batch.set_changelog_offset(40);
+        batch.set_changelog_offset(90);
         store.write(batch).unwrap();
     }
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
@@ -277,15 +284,15 @@ fn restore_replays_only_the_tail_after_the_recorded_changelog_offset() {
     );
     job.stop().unwrap();
     let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
-    assert_eq!(store.changelog_offset(), Some(50));
+    assert_eq!(store.changelog_offset(), Some(100));
     for k in tail {
         assert!(
-            store.get(k.as_bytes()).unwrap().is_some(),
-            "{k} restored from the tail"
+            store.get(k).unwrap().is_some(),
+            "{k:?} restored from the tail"
         );
     }
     assert!(
-        store.get(head[0].as_bytes()).unwrap().is_none(),
+        store.get(&head[0]).unwrap().is_none(),
         "records before the recorded offset are not replayed"
     );
 }
@@ -446,7 +453,7 @@ fn exactly_once_runs_its_transactional_path_and_stamps_every_record() {
     assert!(n.values().all(|c| *c == 1));
     assert_eq!(read_all(&b, DLQ).len(), 1);
     let changelog = read_all(&b, "inventory-dedup-changelog");
-    assert_eq!(changelog.len(), 40);
+    assert_eq!(changelog.len(), 80, "entries and their expiry index");
     let mut runs = BTreeSet::new();
     for m in read_all(&b, CONFIRMED)
         .iter()
@@ -465,4 +472,36 @@ fn exactly_once_runs_its_transactional_path_and_stamps_every_record() {
         !instance.trim().is_empty(),
         "a stable instance id is kept beside the state"
     );
+}
+
+#[test]
+fn with_a_short_retention_expired_orders_leave_a_tombstone_and_are_confirmed_again() {
+    let broker = cluster(1);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = job_config(&b, dir.path());
+    cfg.dedup_retention = Some(Duration::from_millis(1500));
+    let job = Job::start(&cfg).unwrap();
+    produce(&b, INPUT, &[Input::json("ttl-1", &order("e-1", "ttl-1"))]);
+    wait_committed(&b, "inventory");
+    // The record's timestamp is now: within 1.5 s it expires, and the
+    // expiry's tombstones reach the changelog.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        use rdkafka::Message;
+        let log = read_all(&b, "inventory-dedup-changelog");
+        let tombstones: Vec<_> = log.iter().filter(|m| m.payload().is_none()).collect();
+        if tombstones.len() == 2 {
+            assert!(tombstones.iter().any(|m| m.key() == Some(&b"ttl-1"[..])));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tombstones in the changelog");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce(&b, INPUT, &[Input::json("ttl-1", &order("e-2", "ttl-1"))]);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let confirmed: Vec<_> = read_all(&b, CONFIRMED).iter().map(json_of).collect();
+    assert_eq!(confirmed.len(), 2, "an expired orderId is confirmed again");
+    assert_eq!(confirmed[1]["causationId"], "e-2");
 }

@@ -89,7 +89,11 @@ fn redelivery_and_resend_are_duplicates_with_no_output() {
     pipe(&mut d, "o-1", &resend);
     assert_eq!(confirmed(&mut d).len(), 1);
     assert!(dead(&mut d).is_empty());
-    assert_eq!(d.store_len("dedup"), 1);
+    assert_eq!(
+        d.store_len("dedup"),
+        2,
+        "the entry and its expiry index entry"
+    );
     assert!(d.store_get("dedup", b"o-1").is_some());
 }
 
@@ -448,7 +452,71 @@ fn the_dedup_changelog_carries_one_record_per_confirmed_order() {
     let keys: Vec<_> = d
         .changelog("dedup")
         .iter()
+        .filter(|(k, _, _)| !k.starts_with(weir_topology::dedup::EXPIRY_INDEX_PREFIX))
         .map(|(k, _, off)| (String::from_utf8(k.clone()).unwrap(), *off))
         .collect();
     assert_eq!(keys, [("o-1".to_string(), 0), ("o-2".to_string(), 2)]);
+}
+
+#[test]
+fn an_expired_order_id_leaves_store_and_changelog_and_is_confirmed_again() {
+    use std::time::Duration;
+    let day = 86_400_000;
+    let t = weir::inventory::inventory_topology_with(
+        &InventoryTopics::default(),
+        "inventory",
+        Some(Duration::from_millis(day as u64)),
+    )
+    .unwrap();
+    let mut d = TopologyTestDriver::new(&t);
+    let at = |key: &str, event: &str, ts: i64| TestRecord {
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(serde_json::to_vec(&event_json(event, key)).unwrap()),
+        timestamp: ts,
+        ..Default::default()
+    };
+    d.pipe(at("old", "e-1", 1_000)).unwrap();
+    d.pipe(at("new", "e-2", 1_000 + day / 2)).unwrap();
+    assert_eq!(confirmed(&mut d).len(), 2);
+    assert_eq!(d.store_len("dedup"), 4, "two entries and their time index");
+
+    d.punctuate(1_000 + day - 1).unwrap(); // not yet
+    assert!(d.store_get("dedup", b"old").is_some());
+    d.punctuate(1_000 + day + 1).unwrap();
+    assert!(d.store_get("dedup", b"old").is_none(), "expired");
+    assert!(d.store_get("dedup", b"new").is_some(), "not yet expired");
+    assert_eq!(d.store_len("dedup"), 2);
+    let tombstones: Vec<_> = d
+        .changelog("dedup")
+        .iter()
+        .filter(|(_, v, _)| v.is_none())
+        .map(|(k, _, _)| k.clone())
+        .collect();
+    assert_eq!(tombstones.len(), 2, "the entry and its index entry");
+    assert!(tombstones.contains(&b"old".to_vec()));
+
+    // Documented behaviour: after its retention an orderId is new again.
+    d.pipe(at("old", "e-3", 2 * day)).unwrap();
+    let again = confirmed(&mut d);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].value_json().unwrap()["causationId"], "e-3");
+    // Its new index entry is not removed by the old one's expiry.
+    d.punctuate(2 * day + day / 2).unwrap();
+    assert!(d.store_get("dedup", b"old").is_some());
+}
+
+#[test]
+fn without_retention_nothing_expires() {
+    let t =
+        weir::inventory::inventory_topology_with(&InventoryTopics::default(), "inventory", None)
+            .unwrap();
+    let mut d = TopologyTestDriver::new(&t);
+    pipe(&mut d, "o-1", &event("e-1", "o-1"));
+    d.punctuate(i64::MAX / 2).unwrap();
+    assert!(d.store_get("dedup", b"o-1").is_some());
+    assert_eq!(d.store_len("dedup"), 1, "no index without retention");
+}
+
+fn event_json(event_id: &str, order_id: &str) -> Value {
+    event(event_id, order_id)
 }

@@ -328,7 +328,7 @@ fn a_real_run_exports_every_metric_and_a_real_prometheus_answers_every_panel_and
                 .filter(|l| l.starts_with("weir_store_entries{"))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum();
-            if total_lag(&body) == Some(0.0) && entries == (restored.len() + 60) as f64 {
+            if total_lag(&body) == Some(0.0) && entries == (restored.len() + 120) as f64 {
                 break body;
             }
         }
@@ -361,8 +361,10 @@ fn a_real_run_exports_every_metric_and_a_real_prometheus_answers_every_panel_and
     );
     assert_eq!(
         m("weir_records_produced_total{topic=\"inventory-dedup-changelog\"}"),
-        60.0
+        120.0,
+        "each confirmation logs its entry and its expiry index entry"
     );
+    assert_eq!(m("weir_dedup_expired_total{store=\"dedup\"}"), 0.0);
     assert_eq!(m("weir_duplicates_total{store=\"dedup\"}"), 10.0);
     assert_eq!(m("weir_dlq_records_total{kind=\"deserialization\"}"), 1.0);
     assert_eq!(m("weir_dlq_records_total{kind=\"validation\"}"), 2.0);
@@ -391,7 +393,7 @@ fn a_real_run_exports_every_metric_and_a_real_prometheus_answers_every_panel_and
         body.contains("weir_restore_rate_records_per_second{"),
         "{body}"
     );
-    assert_eq!(sum("weir_store_entries{"), (restored.len() + 60) as f64);
+    assert_eq!(sum("weir_store_entries{"), (restored.len() + 120) as f64);
     assert!(m("weir_rebalances_total") >= 1.0);
     assert_eq!(m("weir_assigned_partitions"), 4.0);
     for l in body.lines().filter(|l| !l.starts_with('#')) {

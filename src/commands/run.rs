@@ -75,6 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => Guarantee::ExactlyOnce,
     };
     cfg.instance_id = args.instance_id.clone();
+    cfg.dedup_retention = Some(args.dedup_retention).filter(|d| !d.is_zero());
     cfg.commit_interval =
         Duration::from_millis(args.commit_interval_ms.unwrap_or(match cfg.guarantee {
             Guarantee::ExactlyOnce => 100,

@@ -12,4 +12,7 @@ pub mod samples;
 pub mod topology;
 pub mod validate;
 
-pub use topology::{inventory_topology, InventoryTopics, DEDUP_STORE};
+pub use topology::{
+    inventory_topology, inventory_topology_with, InventoryTopics, DEDUP_STORE,
+    DEFAULT_DEDUP_RETENTION,
+};

@@ -5,6 +5,8 @@
 //!                  any failure (bytes, rules, processing) → DeadLetterQueue
 //! ```
 
+use std::time::Duration;
+
 use weir_topology::record::Record;
 use weir_topology::{
     JsonObjectSerde, JsonSerde, ProcessError, StoreSpec, StringSerde, Topology, TopologyBuilder,
@@ -39,10 +41,24 @@ impl Default for InventoryTopics {
     }
 }
 
-/// Builds the inventory topology.
+/// How long a confirmed orderId is remembered by default.
+pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Builds the inventory topology with the default dedup retention.
 pub fn inventory_topology(
     topics: &InventoryTopics,
     application_id: &str,
+) -> Result<Topology, TopologyError> {
+    inventory_topology_with(topics, application_id, Some(DEFAULT_DEDUP_RETENTION))
+}
+
+/// Builds the inventory topology. An orderId is forgotten `dedup_retention`
+/// after the timestamp of the event that confirmed it (`None`: never): a
+/// resend after that is confirmed again.
+pub fn inventory_topology_with(
+    topics: &InventoryTopics,
+    application_id: &str,
+    dedup_retention: Option<Duration>,
 ) -> Result<Topology, TopologyError> {
     let b = TopologyBuilder::new();
     b.add_store(StoreSpec::key_value(DEDUP_STORE));
@@ -62,9 +78,14 @@ pub fn inventory_topology(
             let order = validate(r.key.as_deref(), value)?;
             Ok(r.with_value(Some(order)))
         })
-        .dedup("dedup", DEDUP_STORE, |r: &Record<String, ValidOrder>| {
-            r.value.as_ref().map(|o| o.order_id.as_bytes().to_vec())
-        })
+        .dedup_with_retention(
+            "dedup",
+            DEDUP_STORE,
+            dedup_retention,
+            |r: &Record<String, ValidOrder>| {
+                r.value.as_ref().map(|o| o.order_id.as_bytes().to_vec())
+            },
+        )
         .map("confirm", |r: Record<String, ValidOrder>| {
             let order = r.value.clone().expect("validated records have a value");
             tracing::info!(

@@ -60,8 +60,12 @@ impl KeyValueStore for MemoryStore {
         self.data.len() as u64
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StateError> {
-        for (k, v) in &self.data {
+    fn scan_from(
+        &self,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        for (k, v) in self.data.range(from.to_vec()..) {
             if !f(k, v) {
                 break;
             }

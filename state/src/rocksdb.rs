@@ -201,8 +201,13 @@ impl KeyValueStore for RocksDbStore {
             .unwrap_or(0)
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StateError> {
-        for item in self.db().iterator(IteratorMode::Start) {
+    fn scan_from(
+        &self,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db().iterator(mode) {
             let (k, v) = item.map_err(self.rocks_err("iterate"))?;
             if !f(&k, &v) {
                 break;
@@ -317,6 +322,14 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, ["a", "b", "c"]);
+        let mut tail = Vec::new();
+        store
+            .scan_from(b"b", &mut |k, _| {
+                tail.push(k.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(tail, [b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(store.approximate_entries(), 3);
     }
 }

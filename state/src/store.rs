@@ -66,7 +66,17 @@ pub trait KeyValueStore: Send {
     fn approximate_entries(&self) -> u64;
 
     /// Calls `f` for every entry in key order until it returns `false`.
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StateError>;
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StateError> {
+        self.scan_from(&[], f)
+    }
+
+    /// Calls `f` for every entry with a key `>= from`, in key order, until it
+    /// returns `false` (a seek, then a walk: cheap for time indexes).
+    fn scan_from(
+        &self,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError>;
 
     /// Makes everything written so far durable (on clean shutdown).
     fn flush(&mut self) -> Result<(), StateError>;

@@ -3,6 +3,15 @@
 //! dropped with no output at all and counted. Seen keys live in a store with
 //! a changelog, so the memory of what was seen survives crashes and moves
 //! with the partition.
+//!
+//! With a retention, every seen key also gets an entry in a time index kept
+//! in the same store (key prefix [`EXPIRY_INDEX_PREFIX`], then the first-seen
+//! time big-endian, then the key), logged to the changelog like the data so
+//! restore rebuilds both. After each commit the operator walks the index
+//! from its oldest end and removes expired keys and their index entries
+//! (tombstones reach the changelog at the next commit), at most
+//! [`EXPIRY_BUDGET`] at a time: the cost follows what expires, never the
+//! size of the store.
 
 use std::sync::Arc;
 
@@ -23,11 +32,25 @@ pub struct SeenEntry {
     pub first_offset: i64,
 }
 
+/// Prefix of the expiry index's keys. Dedup keys starting with it are refused.
+pub const EXPIRY_INDEX_PREFIX: &[u8] = b"\x00weir.expiry\x00";
+/// Most keys one punctuation expires (the rest go at the next commit).
+pub const EXPIRY_BUDGET: usize = 10_000;
+
+fn index_key(first_seen_ms: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(EXPIRY_INDEX_PREFIX.len() + 8 + key.len());
+    k.extend_from_slice(EXPIRY_INDEX_PREFIX);
+    k.extend_from_slice(&(first_seen_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
 type KeyFn<K, V> = Arc<dyn Fn(&Record<K, V>) -> Option<Vec<u8>> + Send + Sync>;
 
 struct DedupNode<K, V> {
     store: String,
     key_fn: KeyFn<K, V>,
+    retention_ms: Option<i64>,
 }
 
 impl<K: Data, V: Data> Node for DedupNode<K, V> {
@@ -41,6 +64,11 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
             ctx.forwards.push((Target::All, ErasedRecord::erase(typed)));
             return Ok(());
         };
+        if key.starts_with(EXPIRY_INDEX_PREFIX) {
+            return Err(ProcessError::processing(
+                "the dedup key uses a reserved prefix",
+            ));
+        }
         let offset = ctx.source.offset;
         let tx = ctx.stores.get_mut(&self.store).ok_or_else(|| {
             ProcessError::Misuse(format!("dedup store {:?} is missing", self.store))
@@ -64,7 +92,55 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
                 first_offset: offset,
             },
         )?;
+        if self.retention_ms.is_some() {
+            store.put(&index_key(typed.timestamp, &key), &())?;
+        }
         ctx.forwards.push((Target::All, ErasedRecord::erase(typed)));
+        Ok(())
+    }
+
+    fn punctuate(&mut self, now_ms: i64, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
+        let Some(retention) = self.retention_ms else {
+            return Ok(());
+        };
+        let cutoff = now_ms - retention;
+        let offset = ctx.source.offset;
+        let tx = ctx.stores.get_mut(&self.store).ok_or_else(|| {
+            ProcessError::Misuse(format!("dedup store {:?} is missing", self.store))
+        })?;
+        let mut expired: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
+        tx.store().scan_from(EXPIRY_INDEX_PREFIX, &mut |k, _| {
+            let Some(rest) = k.strip_prefix(EXPIRY_INDEX_PREFIX) else {
+                return false; // past the index
+            };
+            let Some((ts, key)) = rest.split_first_chunk::<8>() else {
+                return true;
+            };
+            let ts = u64::from_be_bytes(*ts) as i64;
+            if ts >= cutoff || expired.len() >= EXPIRY_BUDGET {
+                return false;
+            }
+            expired.push((k.to_vec(), ts, key.to_vec()));
+            true
+        })?;
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let mut store = weir_state::TypedStore::new(tx, offset);
+        for (index, ts, key) in &expired {
+            // Only the entry this index entry describes: a key confirmed
+            // again after an expiry has a newer entry and index.
+            if store
+                .get::<SeenEntry>(key)?
+                .is_some_and(|s| s.first_seen_ms == *ts)
+            {
+                store.delete(key);
+            }
+            store.delete(index);
+        }
+        ::metrics::counter!(metrics::DEDUP_EXPIRED, metrics::LABEL_STORE => self.store.clone())
+            .increment(expired.len() as u64);
+        tracing::debug!(store = %self.store, expired = expired.len(), "dedup keys expired");
         Ok(())
     }
 }
@@ -74,12 +150,29 @@ impl<K: Data, V: Data> KStream<K, V> {
     ///
     /// `key_fn` gives the dedup key (`None`: not subject to dedup, passes).
     /// `store` must be declared with `add_store`; its changelog makes the
-    /// operator fault tolerant. Keys seen are kept until removed (retention
-    /// comes with a time index).
+    /// operator fault tolerant. Keys are kept forever; see
+    /// [`KStream::dedup_with_retention`].
     pub fn dedup<F>(&self, name: &str, store: &str, key_fn: F) -> KStream<K, V>
     where
         F: Fn(&Record<K, V>) -> Option<Vec<u8>> + Send + Sync + 'static,
     {
+        self.dedup_with_retention(name, store, None, key_fn)
+    }
+
+    /// [`KStream::dedup`] that forgets a key `retention` after the timestamp
+    /// of its first record: the store and its changelog stay bounded, and a
+    /// key seen again after that passes again.
+    pub fn dedup_with_retention<F>(
+        &self,
+        name: &str,
+        store: &str,
+        retention: Option<std::time::Duration>,
+        key_fn: F,
+    ) -> KStream<K, V>
+    where
+        F: Fn(&Record<K, V>) -> Option<Vec<u8>> + Send + Sync + 'static,
+    {
+        let retention_ms = retention.map(|r| r.as_millis() as i64);
         let key_fn: KeyFn<K, V> = Arc::new(key_fn);
         let store_name = store.to_string();
         self.add_node(
@@ -89,6 +182,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 Box::new(DedupNode {
                     store: store_name.clone(),
                     key_fn: key_fn.clone(),
+                    retention_ms,
                 })
             }),
         )

@@ -107,6 +107,12 @@ pub(crate) trait Node: Send {
         record: ErasedRecord,
         ctx: &mut NodeContext<'_>,
     ) -> Result<(), ProcessError>;
+    /// Called after each commit with the wall-clock time, for periodic work
+    /// such as expiring state. Store writes made here are committed with
+    /// the next interval.
+    fn punctuate(&mut self, _now_ms: i64, _ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
     /// Called when the task starts.
     fn init(&mut self) {}
     /// Called when the task closes.

@@ -8,6 +8,8 @@ pub const RECORDS_CONSUMED: &str = "weir_records_consumed_total";
 pub const RECORDS_PRODUCED: &str = "weir_records_produced_total";
 /// Counter `{store}`: records dropped by a dedup operator.
 pub const DUPLICATES: &str = "weir_duplicates_total";
+/// Counter `{store}`: dedup keys removed after their retention.
+pub const DEDUP_EXPIRED: &str = "weir_dedup_expired_total";
 /// Counter `{kind}`: records routed to the dead-letter topic.
 pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
 /// Gauge `{topic, partition}`: high watermark minus the next offset to process.
@@ -60,6 +62,10 @@ pub fn describe() {
     describe_counter!(RECORDS_PRODUCED, "Records delivered, by topic");
     describe_counter!(DUPLICATES, "Records dropped as duplicates, by dedup store");
     describe_counter!(
+        DEDUP_EXPIRED,
+        "Dedup keys removed after their retention, by store"
+    );
+    describe_counter!(
         DLQ_RECORDS,
         "Records routed to the dead-letter topic, by failure kind"
     );
@@ -100,6 +106,7 @@ pub(crate) fn register_series(topology: &crate::Topology, application_id: &str) 
     produced.extend(topology.dead_letter_topic().map(str::to_string));
     for s in topology.stores() {
         counter!(DUPLICATES, LABEL_STORE => s.name.clone()).absolute(0);
+        counter!(DEDUP_EXPIRED, LABEL_STORE => s.name.clone()).absolute(0);
         counter!(RESTORE_RECORDS, LABEL_STORE => s.name.clone()).absolute(0);
         if s.changelog {
             produced.push(crate::Topology::changelog_topic(application_id, &s.name));

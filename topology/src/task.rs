@@ -11,7 +11,7 @@ use weir_state::StoreTransaction;
 use crate::builder::TopologyInner;
 use crate::dead_letter::{dead_letter_headers, Failure};
 use crate::graph::{Node, NodeContext, Target};
-use crate::record::{OutputRecord, SourceRecord};
+use crate::record::{OutputRecord, SourceCoordinates, SourceRecord};
 use crate::{metrics, FailureKind, ProcessError, Topology, TopologyError};
 
 /// What happened to one input record.
@@ -150,6 +150,45 @@ impl TaskCore {
             headers,
             timestamp: failure.failed_at_ms,
         });
+        Ok(())
+    }
+
+    /// Runs every node's periodic work (after a commit). Writes are
+    /// attributed to `offset`, the last input offset the task committed.
+    pub fn punctuate(
+        &mut self,
+        now_ms: i64,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), TopologyError> {
+        let topo = self.topology.clone();
+        let coords = SourceCoordinates {
+            topic: Arc::from(topo.source_topic.as_str()),
+            partition,
+            offset,
+        };
+        for (id, spec) in topo.nodes.iter().enumerate() {
+            if spec.stores.is_empty() {
+                continue;
+            }
+            let mut ctx = NodeContext {
+                stores: &mut self.stores,
+                allowed_stores: &spec.stores,
+                source: &coords,
+                forwards: Vec::new(),
+                outputs: &mut self.outputs,
+                node_name: &spec.name,
+            };
+            self.nodes[id]
+                .punctuate(now_ms, &mut ctx)
+                .map_err(|e| match e {
+                    ProcessError::State(source) => TopologyError::State {
+                        task: self.id.clone(),
+                        source,
+                    },
+                    other => TopologyError::Invalid(other.to_string()),
+                })?;
+        }
         Ok(())
     }
 

@@ -106,6 +106,32 @@ impl TopologyTestDriver {
         Ok(outcome == Outcome::Processed)
     }
 
+    /// Runs periodic work (dedup expiry) as the runtime does after a commit,
+    /// at wall-clock time `now_ms`, then commits its writes.
+    pub fn punctuate(&mut self, now_ms: i64) -> Result<(), TopologyError> {
+        let last = self.next_offset - 1;
+        self.task.punctuate(now_ms, 0, last)?;
+        self.commit()
+    }
+
+    fn commit(&mut self) -> Result<(), TopologyError> {
+        for (name, tx) in &mut self.task.stores {
+            let sink = self.changelogs.entry(name.clone()).or_default();
+            tx.log_changes(sink)
+                .map_err(|source| TopologyError::State {
+                    task: "driver".into(),
+                    source,
+                })?;
+            let end = sink.records.len() as i64;
+            tx.commit(Some(end))
+                .map_err(|source| TopologyError::State {
+                    task: "driver".into(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Pipes a UTF-8 key and value.
     pub fn pipe_kv(&mut self, key: &str, value: impl Into<Vec<u8>>) -> Result<bool, TopologyError> {
         self.pipe(TestRecord::new(key, value))

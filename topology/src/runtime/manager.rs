@@ -307,6 +307,15 @@ impl TaskManager {
         };
         commit(&mut self.tasks, &scope, &mut self.txn_open)?;
         self.provenance.seq += 1;
+        // Periodic work (state expiry) right after a commit, when the store
+        // overlays are empty; its writes go out with the next commit.
+        let now = now_ms();
+        for (p, t) in self.tasks.iter_mut() {
+            if t.state == TaskState::Running {
+                let offset = t.committed.map(|o| o - 1).unwrap_or(-1);
+                t.core.punctuate(now, *p, offset)?;
+            }
+        }
         Ok(())
     }
 
