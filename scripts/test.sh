@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 echo "test: target dir ${CARGO_TARGET_DIR:-./target}" >&2
+WEIR_NISSHI=$(bash scripts/nisshi.sh)
+export WEIR_NISSHI
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log=$(mktemp)

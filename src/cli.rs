@@ -46,6 +46,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Inspect and replay the dead-letter topic.
     Dlq(DlqArgs),
+    /// Topic administration on any cluster, through the Admin API.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
     /// Everything on an embedded broker: the job, the Order service, a few
     /// orders posted over HTTP, and a summary of what landed where.
     Demo(DemoArgs),
@@ -172,6 +175,29 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 3)]
         max_replays: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create topics (existing ones are left as they are).
+    Create(TopicsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopicsArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "WEIR_BROKERS")]
+    pub brokers: String,
+    /// Topic to create, repeatable, NAME:PARTITIONS. Default: the Inventory
+    /// job's topics (OrderReceived:4, OrderConfirmed:4, DeadLetterQueue:1).
+    #[arg(long = "topic", value_name = "NAME:PARTITIONS")]
+    pub topics: Vec<TopicSpec>,
+    /// Replication factor (-1: the broker's default).
+    #[arg(long, default_value_t = -1)]
+    pub replication: i32,
+    /// `retention.ms` to set explicitly (some clients read it back).
+    #[arg(long)]
+    pub retention_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Args)]

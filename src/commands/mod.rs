@@ -8,6 +8,7 @@ mod load;
 mod orders;
 mod run;
 mod samples;
+mod topics;
 
 use crate::cli::Command;
 
@@ -21,6 +22,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Load(args) => tokio::task::spawn_blocking(move || load::load(args)).await?,
         Command::Dlq(args) => dlq::dlq(args).await,
         Command::Demo(args) => demo::demo(args).await,
+        Command::Topics(crate::cli::TopicsCommand::Create(args)) => topics::create(args).await,
     }
 }
 

@@ -141,9 +141,14 @@ fn consumer(brokers: &str, extra: &[(&str, &str)]) -> BaseConsumer {
 /// Waits until `group` has committed every input partition to its high
 /// watermark: by the commit protocol, every output is then delivered.
 pub fn wait_committed(brokers: &str, group: &str) {
+    wait_committed_for(brokers, group, TIMEOUT)
+}
+
+/// [`wait_committed`] with a longer patience (big backlogs, slow brokers).
+pub fn wait_committed_for(brokers: &str, group: &str, timeout: Duration) {
     let c = consumer(brokers, &[("group.id", group)]);
     let parts = partitions(&c, INPUT);
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
@@ -160,7 +165,7 @@ pub fn wait_committed(brokers: &str, group: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "group {group} did not commit all input within {TIMEOUT:?}"
+            "group {group} did not commit all input within {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -191,9 +196,23 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
         .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
     {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            pos.insert(m.partition(), m.offset() + 1);
-            out.push(m.detach());
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                pos.insert(m.partition(), m.offset() + 1);
+                out.push(m.detach());
+            }
+            _ => {
+                // Transactional topics end with commit markers, never
+                // delivered: the consumer's position moves past them.
+                if let Ok(p) = c.position() {
+                    for e in p.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            let cur = pos.entry(e.partition()).or_insert(0);
+                            *cur = (*cur).max(o);
+                        }
+                    }
+                }
+            }
         }
     }
     out

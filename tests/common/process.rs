@@ -131,19 +131,34 @@ pub fn broker(extra: &[&str]) -> (Proc, String) {
     (Proc(child), bootstrap)
 }
 
-/// `weir run --brokers <b>` as a process, with quick commits, its state in
-/// `state_dir` and metrics on `metrics_port` (0: any).
+/// `weir run --brokers <b>` as a process, at-least-once (the embedded
+/// broker cannot store transactional offset commits), with quick commits,
+/// its state in `state_dir` and metrics on `metrics_port` (0: any).
 pub fn job_process(brokers: &str, state_dir: &std::path::Path, metrics_port: u16) -> Proc {
+    job_process_with(brokers, state_dir, metrics_port, "at-least-once", None)
+}
+
+/// [`job_process`] with a chosen guarantee.
+pub fn job_process_with(
+    brokers: &str,
+    state_dir: &std::path::Path,
+    metrics_port: u16,
+    guarantee: &str,
+    log: Option<&std::path::Path>,
+) -> Proc {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+        None => Stdio::null(),
+    };
     Proc(
         weir()
             .args(["run", "--brokers", brokers, "--commit-interval-ms", "100"])
-            // The embedded broker cannot store transactional offset commits.
-            .args(["--guarantee", "at-least-once"])
+            .args(["--guarantee", guarantee])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--state-dir", state_dir.to_str().unwrap()])
             .args(["-X", "consumer.session.timeout.ms=6000"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     )
@@ -159,4 +174,77 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// A nisshi broker (durable, transactional) on a free loopback port, its
+/// sqlite data in `dir`. The test command installs nisshi (scripts/nisshi.sh).
+pub fn nisshi(dir: &std::path::Path) -> (Proc, String) {
+    let bin =
+        std::env::var("WEIR_NISSHI").unwrap_or_else(|_| "/var/cache/weir-tools/bin/nisshi".into());
+    assert!(
+        std::path::Path::new(&bin).is_file(),
+        "nisshi not found at {bin}: run scripts/test.sh (it installs nisshi)"
+    );
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let proc = Proc(
+        Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite://nisshi.db",
+                "--group-initial-rebalance-delay",
+                "0s",
+                "--silent",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nisshi did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (proc, format!("127.0.0.1:{port}"))
+}
+
+/// Waits until `/ready` on `port` answers 200.
+pub fn wait_ready(port: u16, job: &mut Proc, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while http_get(port, "/ready").map(|(c, _)| c) != Some(200) {
+        assert!(
+            job.0.try_wait().unwrap().is_none(),
+            "the job exited before it was ready"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the job was not ready within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `run=` id a job logged at start.
+pub fn logged_run_id(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.split("run=").nth(1).map(|r| {
+                r.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string()
+            })
+        })
+        .unwrap_or_else(|| panic!("no run id in {}:\n{text}", log.display()))
 }

@@ -81,10 +81,11 @@ pub struct StreamsConfig {
     /// At-least-once (the library's default) or exactly-once.
     pub guarantee: Guarantee,
     /// Names this instance in its `transactional.id`
-    /// (`<application-id>-<instance-id>`). `None`: an id kept in
-    /// `<state-dir>/<application-id>/instance.id`, created on first start, so
-    /// a restarted instance fences its predecessor's zombie and aborts its
-    /// unfinished transaction.
+    /// (`<application-id>-<instance-id>`). `None`: derived from the host name
+    /// and the state directory's path, so a restarted instance (even one
+    /// whose state was lost) fences its predecessor's zombie and aborts its
+    /// unfinished transaction. Set it when instances move between hosts
+    /// with their identity (e.g. a StatefulSet's pod name).
     pub instance_id: Option<String>,
     /// Longest a transaction may stay open before the broker aborts it; also
     /// how long a killed instance's unfinished transaction can hold back

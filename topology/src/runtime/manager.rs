@@ -168,7 +168,8 @@ impl TaskManager {
         }
         for p in new {
             let task = self.tasks.get_mut(&p).expect("new task exists");
-            if !self.restorer.start(task)? {
+            let exactly_once = self.cfg.guarantee == Guarantee::ExactlyOnce;
+            if !self.restorer.start(task, exactly_once)? {
                 self.resume(consumer, p)?;
             }
         }

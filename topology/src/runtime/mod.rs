@@ -115,13 +115,16 @@ fn build_manager(
             })?;
     }
     let restorer = Restorer::new(config, instance)?;
+    let run = run_id();
+    // Every record this run writes carries it in its weir.run header.
+    tracing::info!(%run, "producer ready");
     Ok(TaskManager::new(
         config.clone(),
         topology.clone(),
         producer,
         restorer,
         status.clone(),
-        run_id(),
+        run,
     ))
 }
 
@@ -168,32 +171,49 @@ fn run_id() -> String {
     )
 }
 
-/// The instance id: configured, or kept in `<state-dir>/<application-id>/instance.id`.
+/// The instance id: configured, or derived from the host name and the
+/// state directory's absolute path. Stable across restarts *and* across the
+/// loss of the state directory's contents, so a restarted instance always
+/// fences its predecessor's zombie producer and aborts its unfinished
+/// transaction at once (otherwise the broker waits for the transaction
+/// timeout). Two instances on one host have different state directories
+/// (RocksDB's lock enforces it), hence different ids.
 fn stable_instance_id(config: &StreamsConfig) -> Result<String, TopologyError> {
     if let Some(id) = &config.instance_id {
         return Ok(id.clone());
     }
-    let dir = config.state_dir.join(&config.application_id);
-    let path = dir.join("instance.id");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let id = s.trim();
-        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Ok(id.to_string());
-        }
-    }
-    let io = |op: &'static str, source: std::io::Error| TopologyError::State {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "local".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| TopologyError::State {
         task: "instance".into(),
         source: weir_state::StateError::Io {
-            store: "instance.id".into(),
-            op,
-            path: path.clone(),
+            store: "state directory".into(),
+            op: "create",
+            path: config.state_dir.clone(),
             source,
         },
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| io("create directory", e))?;
-    let id = format!("i{}", run_id().replace('-', ""));
-    std::fs::write(&path, format!("{id}\n")).map_err(|e| io("write", e))?;
-    Ok(id)
+    })?;
+    let dir = std::fs::canonicalize(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+    // FNV-1a: a short, stable name for the path (not a security boundary).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.to_string_lossy().bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{host}-{:08x}", h as u32))
 }
 
 /// A cloneable, read-only view of a running topology's state (for

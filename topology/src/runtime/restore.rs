@@ -16,21 +16,34 @@
 //! - the first record still there when the changelog was truncated under
 //!   the recorded offset (retention, or a broker that drops old data):
 //!   what remains is restored and the gap is logged.
+//!
+//! What restore trusts, under exactly-once: a changelog record whose
+//! `weir.source.offset` is at or past the input partition's committed
+//! offset belongs to a transaction that never committed (its input offsets
+//! would have committed with it), so it is skipped. A correct broker hides
+//! such records from `read_committed` readers anyway; some brokers do not,
+//! and a killed instance's unfinished transaction must not mark an order
+//! "seen" whose confirmation was aborted. Under at-least-once every record
+//! is applied: its output was delivered before it was written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_state::WriteBatch;
 
 use crate::kafka::client::{config, Client};
+use crate::runtime::commit::HEADER_SOURCE_OFFSET;
 use crate::runtime::task::Task;
 use crate::{metrics, StreamsConfig, TopologyError};
 
 struct Job {
     partition: i32,
+    /// Skip records whose source offset is at or past this (exactly-once).
+    trust_below: Option<i64>,
+    skipped: u64,
     store: String,
     topic: String,
     position: i64,
@@ -70,7 +83,7 @@ impl Restorer {
 
     /// Plans the restore of a new task's stores. Returns `true` when there
     /// is something to restore.
-    pub fn start(&mut self, task: &mut Task) -> Result<bool, TopologyError> {
+    pub fn start(&mut self, task: &mut Task, exactly_once: bool) -> Result<bool, TopologyError> {
         let p = task.partition;
         let mut any = false;
         for (store, topic) in &task.changelogs {
@@ -127,6 +140,8 @@ impl Restorer {
             any = true;
             self.jobs.push(Job {
                 partition: p,
+                trust_below: exactly_once.then_some(task.committed.unwrap_or(0)),
+                skipped: 0,
                 store: store.clone(),
                 topic: topic.clone(),
                 position: from,
@@ -208,13 +223,24 @@ impl Restorer {
             if m.offset() < job.position {
                 continue;
             }
+            job.position = m.offset() + 1;
+            if let Some(limit) = job.trust_below {
+                let source = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == HEADER_SOURCE_OFFSET)
+                        .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse::<i64>().ok())
+                });
+                if source.is_some_and(|s| s >= limit) {
+                    job.skipped += 1;
+                    continue;
+                }
+            }
             let batch = batches.entry(idx).or_default();
             let key = m.key().unwrap_or_default().to_vec();
             match m.payload() {
                 Some(v) => batch.put(key, v.to_vec()),
                 None => batch.delete(key),
             }
-            job.position = m.offset() + 1;
             job.restored += 1;
         }
         // Transactional changelogs end with commit markers, which are never
@@ -284,6 +310,7 @@ impl Restorer {
             ::metrics::gauge!(metrics::RESTORE_REMAINING, metrics::LABEL_STORE => j.store.clone(), metrics::LABEL_PARTITION => j.partition.to_string()).set(0.0);
             tracing::info!(
                 store = %j.store, partition = j.partition, records = j.restored,
+                skipped_uncommitted = j.skipped,
                 offsets = format!("{}..{}", j.start, j.end),
                 seconds = format!("{secs:.3}"),
                 rate = format!("{:.0}/s", j.restored as f64 / secs.max(1e-9)),

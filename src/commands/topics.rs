@@ -1,0 +1,52 @@
+//! `weir topics`: create topics through the Admin API on any cluster.
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use weir::broker::TopicSpec;
+
+use crate::cli::TopicsArgs;
+
+pub async fn create(args: TopicsArgs) -> anyhow::Result<()> {
+    let topics: Vec<TopicSpec> = if args.topics.is_empty() {
+        ["OrderReceived:4", "OrderConfirmed:4", "DeadLetterQueue:1"]
+            .iter()
+            .map(|s| s.parse().expect("default topic specs parse"))
+            .collect()
+    } else {
+        args.topics.clone()
+    };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .create()
+        .context("creating the admin client")?;
+    let retention = args.retention_ms.map(|r| r.to_string());
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let n = NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(args.replication),
+            );
+            match &retention {
+                Some(r) => n.set("retention.ms", r),
+                None => n,
+            }
+        })
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .context("CreateTopics")?;
+    for r in results {
+        match r {
+            Ok(name) => println!("created {name}"),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => println!("exists  {name}"),
+            Err((name, code)) => anyhow::bail!("creating {name}: {code}"),
+        }
+    }
+    Ok(())
+}

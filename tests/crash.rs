@@ -1,0 +1,355 @@
+//! Crashes, restarts and failover as a user would cause them: the job and
+//! the broker are separate processes; the job is killed with SIGKILL at
+//! random points while a load of orders with duplicates and poison records
+//! flows in, once with its state directory deleted too. Then the outputs
+//! are checked against the load's manifest.
+//!
+//! Exactly-once runs on nisshi (durable, transactional). nisshi does not
+//! hide records of aborted or unfinished transactions from `read_committed`
+//! readers, so outputs alone cannot show exactly-once: every record Weir
+//! writes carries `weir.run` and `weir.txn` headers instead, and the
+//! invariant is: nothing lost; no orderId confirmed twice by committed
+//! transactions; every extra confirmation from the last transaction of a
+//! killed run (the one a correct broker aborts and hides). With
+//! `WEIR_EOS_STRICT=1` (for a real Kafka) the strict form applies: no extra
+//! confirmation at all.
+//!
+//! At-least-once runs on `weir broker` (the embedded broker as a process):
+//! nothing is lost; repeated confirmations are allowed, and counted.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::*;
+use common::*;
+use serde_json::Value;
+
+/// The chaos schedule: xorshift from a printed seed, so a failure repeats.
+struct Chaos(u64);
+
+impl Chaos {
+    fn new() -> Self {
+        let seed = std::env::var("WEIR_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("chaos seed {seed} (set WEIR_CHAOS_SEED={seed} to repeat this schedule)");
+        Self(seed)
+    }
+
+    fn between(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo_ms + self.0 % (hi_ms - lo_ms))
+    }
+}
+
+fn start_load(b: &str, manifest: &Path) -> Proc {
+    Proc(
+        weir()
+            .args([
+                "load",
+                "--brokers",
+                b,
+                "--orders",
+                "20000",
+                "--duplicate-ratio",
+                "0.15",
+            ])
+            .args([
+                "--resend-ratio",
+                "0.1",
+                "--poison-ratio",
+                "0.01",
+                "--rate",
+                "2500",
+                "--seed",
+                "11",
+            ])
+            .args(["--manifest", manifest.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// What the output topics say, with each record's run and transaction.
+struct Outputs {
+    /// orderId → (run, txn) of each confirmation.
+    confirmed: BTreeMap<String, Vec<(String, u64)>>,
+    /// Source (partition, offset) → (run, txn) of each dead letter.
+    dead: BTreeMap<(i64, i64), Vec<(String, u64)>>,
+    /// Highest transaction of each run, over every topic it wrote.
+    last_txn: BTreeMap<String, u64>,
+}
+
+fn provenance(m: &rdkafka::message::OwnedMessage) -> (String, u64) {
+    let run = header(m, "weir.run").expect("every record carries weir.run");
+    let txn = header(m, "weir.txn")
+        .and_then(|t| t.parse().ok())
+        .expect("every record carries weir.txn");
+    (run, txn)
+}
+
+fn outputs(b: &str) -> Outputs {
+    let mut o = Outputs {
+        confirmed: BTreeMap::new(),
+        dead: BTreeMap::new(),
+        last_txn: BTreeMap::new(),
+    };
+    let note = |p: &(String, u64), last: &mut BTreeMap<String, u64>| {
+        let e = last.entry(p.0.clone()).or_insert(0);
+        *e = (*e).max(p.1);
+    };
+    for m in read_all(b, CONFIRMED) {
+        let p = provenance(&m);
+        note(&p, &mut o.last_txn);
+        o.confirmed.entry(key_of(&m)).or_default().push(p);
+    }
+    for m in read_all(b, DLQ) {
+        let p = provenance(&m);
+        note(&p, &mut o.last_txn);
+        let v = json_of(&m);
+        let at = (
+            v["source"]["partition"].as_i64().unwrap(),
+            v["source"]["offset"].as_i64().unwrap(),
+        );
+        o.dead.entry(at).or_default().push(p);
+    }
+    for m in read_all(b, "inventory-dedup-changelog") {
+        note(&provenance(&m), &mut o.last_txn);
+    }
+    o
+}
+
+/// Checks outputs against the manifest. `clean_runs` stopped cleanly: only
+/// the other runs' last transaction may be unfinished.
+fn verify(b: &str, manifest: &Path, clean_runs: &[String], exactly_once: bool) {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let expected: BTreeSet<String> = manifest["confirmed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let poison: BTreeSet<(i64, i64)> = manifest["poison"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        expected.len() >= 20_000
+            && manifest["redeliveries"].as_u64().unwrap() + manifest["resends"].as_u64().unwrap()
+                >= 4000
+    );
+    let o = outputs(b);
+    let strict = std::env::var("WEIR_EOS_STRICT").is_ok_and(|v| v == "1");
+    let unfinished =
+        |(run, txn): &(String, u64)| !clean_runs.contains(run) && o.last_txn.get(run) == Some(txn);
+    let mut extra_unfinished = 0;
+    let mut repeated = 0;
+    let mut judge = |what: String, records: &[(String, u64)]| {
+        let maybe = records.iter().filter(|p| unfinished(p)).count();
+        let finished = records.len() - maybe;
+        if exactly_once {
+            if strict {
+                assert_eq!(records.len(), 1, "{what}: {records:?}");
+            } else {
+                assert!(
+                    finished <= 1,
+                    "{what} written twice by committed transactions: {records:?}"
+                );
+                assert!(finished + maybe >= 1, "{what} lost");
+                extra_unfinished += records.len() - 1;
+            }
+        } else {
+            assert!(!records.is_empty(), "{what} lost");
+            repeated += records.len() - 1;
+        }
+    };
+    for (id, records) in &o.confirmed {
+        assert!(
+            expected.contains(id),
+            "{id} was confirmed but is not a valid order of the load"
+        );
+        judge(format!("confirmation of {id}"), records);
+    }
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|id| !o.confirmed.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "orders never confirmed (first 5): {missing:?}"
+    );
+    for (at, records) in &o.dead {
+        assert!(
+            poison.contains(at),
+            "{at:?} was dead-lettered but is not poison"
+        );
+        judge(format!("dead letter of {at:?}"), records);
+    }
+    let missing: Vec<_> = poison
+        .iter()
+        .filter(|at| !o.dead.contains_key(*at))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "poison never dead-lettered: {missing:?}"
+    );
+    eprintln!(
+        "{} orders confirmed, {} poison dead-lettered; extra records from unfinished transactions: {extra_unfinished}; repeated (at-least-once): {repeated}",
+        o.confirmed.len(),
+        o.dead.len()
+    );
+}
+
+/// Kills the job at random points (after it is processing), restarts it,
+/// once deleting its state; then lets a last run finish and stops it cleanly.
+fn crash_and_restart(b: &str, guarantee: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("manifest.json");
+    let mut load = start_load(b, &manifest);
+    let mut chaos = Chaos::new();
+    for round in 0..6 {
+        if round == 3 {
+            let _ = std::fs::remove_dir_all(&state);
+        }
+        let port = free_port();
+        let mut job = job_process_with(b, &state, port, guarantee, None);
+        wait_ready(port, &mut job, Duration::from_secs(120));
+        std::thread::sleep(chaos.between(100, 2500));
+        job.signal("-KILL");
+        job.wait_exit(TIMEOUT);
+    }
+    assert!(
+        load.wait_exit(Duration::from_secs(120)).success(),
+        "weir load failed"
+    );
+    let log = dir.path().join("final.log");
+    let mut job = job_process_with(b, &state, 0, guarantee, Some(&log));
+    let caught_up =
+        std::panic::catch_unwind(|| wait_committed_for(b, "inventory", Duration::from_secs(240)));
+    if let Err(e) = caught_up {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("order confirmed"))
+            .collect();
+        eprintln!(
+            "final job log (last 40 lines):\n{}",
+            tail[tail.len().saturating_sub(40)..].join("\n")
+        );
+        std::panic::resume_unwind(e);
+    }
+    job.signal("-TERM");
+    assert!(job.wait_exit(TIMEOUT).success());
+    verify(
+        b,
+        &manifest,
+        &[logged_run_id(&log)],
+        guarantee == "exactly-once",
+    );
+}
+
+#[test]
+fn exactly_once_survives_kill_9_at_random_points_and_a_lost_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, b) = nisshi(dir.path());
+    run_ok(weir().args(["topics", "create", "--brokers", &b]));
+    crash_and_restart(&b, "exactly-once");
+}
+
+#[test]
+fn at_least_once_survives_kill_9_at_random_points_and_loses_nothing() {
+    let (_broker, b) = broker(&[]);
+    crash_and_restart(&b, "at-least-once");
+}
+
+#[test]
+fn survivors_take_over_a_killed_instance_and_restore_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, b) = nisshi(dir.path());
+    run_ok(weir().args(["topics", "create", "--brokers", &b]));
+    let manifest = dir.path().join("manifest.json");
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let log = dir.path().join(format!("job{i}.log"));
+        let mut job = job_process_with(
+            &b,
+            &dir.path().join(format!("state{i}")),
+            port,
+            "exactly-once",
+            Some(&log),
+        );
+        wait_ready(port, &mut job, Duration::from_secs(120));
+        jobs.push((job, log, port));
+    }
+    // All three share the four partitions.
+    let assigned = |port: u16| {
+        metric(
+            &http_get(port, "/metrics").unwrap().1,
+            "weir_assigned_partitions",
+        )
+        .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while jobs.iter().map(|(_, _, p)| assigned(*p)).sum::<f64>() != 4.0
+        || jobs.iter().any(|(_, _, p)| assigned(*p) == 0.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the three instances never shared the partitions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut load = start_load(&b, &manifest);
+    std::thread::sleep(Chaos::new().between(1000, 3000));
+    let (mut victim, _, _) = jobs.remove(0);
+    victim.signal("-KILL");
+    victim.wait_exit(TIMEOUT);
+    assert!(load.wait_exit(Duration::from_secs(120)).success());
+    wait_committed_for(&b, "inventory", Duration::from_secs(240));
+    let restored: f64 = jobs
+        .iter()
+        .map(|(_, _, p)| {
+            metric(
+                &http_get(*p, "/metrics").unwrap().1,
+                "weir_restore_records_total{store=\"dedup\"}",
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        restored > 0.0,
+        "the survivors restored the victim's state from the changelog"
+    );
+    let mut clean = Vec::new();
+    for (mut job, log, _) in jobs {
+        job.signal("-TERM");
+        assert!(job.wait_exit(TIMEOUT).success());
+        clean.push(logged_run_id(&log));
+    }
+    verify(&b, &manifest, &clean, true);
+}
