@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::producer::{BaseProducer, Producer};
+pub use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::ClientConfig;
 
 /// Errors of the embedded broker.
@@ -70,6 +71,8 @@ type Reply = mpsc::Sender<Result<(), BrokerError>>;
 
 enum Command {
     CreateTopic(TopicSpec, Reply),
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
+    RoundTripTime(i32, std::time::Duration, Reply),
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
     Stop,
@@ -127,6 +130,26 @@ impl EmbeddedBroker {
             partitions,
         };
         self.call(|r| Command::CreateTopic(spec, r))
+    }
+
+    /// Makes the next requests of one API fail with these errors, one per
+    /// request, for any client (fault injection).
+    pub fn request_errors(
+        &self,
+        api: RDKafkaApiKey,
+        errors: &[RDKafkaRespErr],
+    ) -> Result<(), BrokerError> {
+        let errors = errors.to_vec();
+        self.call(|r| Command::RequestErrors(api, errors, r))
+    }
+
+    /// Delays every response of a broker (fault injection; zero removes it).
+    pub fn round_trip_time(
+        &self,
+        broker_id: i32,
+        delay: std::time::Duration,
+    ) -> Result<(), BrokerError> {
+        self.call(|r| Command::RoundTripTime(broker_id, delay, r))
     }
 
     /// Takes a broker down (fault injection): its connections are closed and
@@ -197,6 +220,17 @@ fn serve(
                     .create_topic(&t.name, t.partitions, 1)
                     .map_err(op_err(format!("create topic {}", t.name)));
                 let _ = reply.send(r);
+            }
+            Command::RequestErrors(api, errors, reply) => {
+                cluster.request_errors(api, &errors);
+                let _ = reply.send(Ok(()));
+            }
+            Command::RoundTripTime(id, delay, reply) => {
+                let _ = reply.send(
+                    cluster
+                        .broker_round_trip_time(id, delay)
+                        .map_err(op_err(format!("delay broker {id}"))),
+                );
             }
             Command::BrokerDown(id, reply) => {
                 let _ = reply.send(

@@ -179,13 +179,17 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// A nisshi broker (durable, transactional) on a free loopback port, its
 /// sqlite data in `dir`. The test command installs nisshi (scripts/nisshi.sh).
 pub fn nisshi(dir: &std::path::Path) -> (Proc, String) {
+    nisshi_on(dir, free_port())
+}
+
+/// [`nisshi`] on a given port (to restart it where clients expect it).
+pub fn nisshi_on(dir: &std::path::Path, port: u16) -> (Proc, String) {
     let bin =
         std::env::var("WEIR_NISSHI").unwrap_or_else(|_| "/var/cache/weir-tools/bin/nisshi".into());
     assert!(
         std::path::Path::new(&bin).is_file(),
         "nisshi not found at {bin}: run scripts/test.sh (it installs nisshi)"
     );
-    let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let proc = Proc(
         Command::new(&bin)
@@ -233,18 +237,32 @@ pub fn wait_ready(port: u16, job: &mut Proc, timeout: Duration) {
     }
 }
 
-/// The `run=` id a job logged at start.
+/// The `run=` id of the last producer a job started (a fenced producer is
+/// replaced by a new run).
 pub fn logged_run_id(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap();
     text.lines()
-        .find_map(|l| {
-            l.split("run=").nth(1).map(|r| {
-                r.split_whitespace()
-                    .next()
-                    .unwrap()
-                    .trim_matches('"')
-                    .to_string()
-            })
-        })
+        .filter(|l| l.contains("producer ready"))
+        .filter_map(|l| field(l, "run"))
+        .last()
         .unwrap_or_else(|| panic!("no run id in {}:\n{text}", log.display()))
+}
+
+/// The (run, txn) pairs a job logged as aborted.
+pub fn logged_aborts(log: &std::path::Path) -> std::collections::BTreeSet<(String, u64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("transaction aborted"))
+        .filter_map(|l| Some((field(l, "run")?, field(l, "txn")?.parse().ok()?)))
+        .collect()
+}
+
+/// The value of `name=value` in a log line.
+fn field(line: &str, name: &str) -> Option<String> {
+    let v = line
+        .split(&format!("{name}="))
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    Some(v.trim_matches('"').to_string())
 }

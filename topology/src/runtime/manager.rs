@@ -40,6 +40,8 @@ pub(crate) struct TaskManager {
     txn_open: bool,
     /// Run id and commit sequence stamped on every produced record.
     provenance: Provenance,
+    /// Commits failed in a row: the retry backoff grows with it.
+    failed_commits: u32,
 }
 
 impl TaskManager {
@@ -67,6 +69,7 @@ impl TaskManager {
                 run: run_id,
                 seq: 0,
             },
+            failed_commits: 0,
         }
     }
 
@@ -325,6 +328,9 @@ impl TaskManager {
     fn abort_interval(&mut self) {
         if self.txn_open {
             self.txn_open = false;
+            // Named so a checker can tell this transaction's records (a
+            // broker that does not hide aborted records still shows them).
+            tracing::warn!(run = %self.provenance.run, txn = self.provenance.seq, "transaction aborted");
             match self.producer.abort_transaction(self.cfg.request_timeout) {
                 Ok(()) => {
                     ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "aborted")
@@ -348,7 +354,10 @@ impl TaskManager {
     /// committed offsets; a store failure or a fatal producer error stops.
     pub fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
         let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
-        let Err(e) = result else { return Ok(()) };
+        let Err(e) = result else {
+            self.failed_commits = 0;
+            return Ok(());
+        };
         if matches!(e, TopologyError::State { .. }) {
             self.abort_interval();
             return Err(e);
@@ -360,8 +369,14 @@ impl TaskManager {
         if fenced {
             return Err(TopologyError::ProducerFenced(e.to_string()));
         }
-        tracing::warn!(error = %e, "commit failed: dropping uncommitted work and reprocessing from the last committed offsets");
+        // Transient (broker unavailable, timeouts): back off, then retry from
+        // the last committed offsets. Nothing is dropped or dead-lettered.
+        let backoff = Duration::from_millis(100 * (1u64 << self.failed_commits.min(6)))
+            .min(Duration::from_secs(5));
+        self.failed_commits += 1;
+        tracing::warn!(error = %e, attempt = self.failed_commits, backoff_ms = backoff.as_millis() as u64, "commit failed: dropping uncommitted work and reprocessing from the last committed offsets");
         ::metrics::counter!(metrics::RETRIES, metrics::LABEL_OPERATION => "commit").increment(1);
+        std::thread::sleep(backoff);
         for (p, t) in self.tasks.iter_mut() {
             if t.state != TaskState::Running {
                 continue;
