@@ -242,9 +242,9 @@ pub fn wait_ready(port: u16, job: &mut Proc, timeout: Duration) {
 pub fn logged_run_id(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap();
     text.lines()
+        .rev()
         .filter(|l| l.contains("producer ready"))
-        .filter_map(|l| field(l, "run"))
-        .last()
+        .find_map(|l| field(l, "run"))
         .unwrap_or_else(|| panic!("no run id in {}:\n{text}", log.display()))
 }
 
