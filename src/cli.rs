@@ -46,6 +46,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Inspect and replay the dead-letter topic.
     Dlq(DlqArgs),
+    /// Benchmark: raw pipe vs the Inventory job (at-least-once and
+    /// exactly-once) and restore vs a raw changelog read, in one run.
+    Bench(BenchArgs),
     /// Topic administration on any cluster, through the Admin API.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -102,6 +105,10 @@ pub struct LoadArgs {
     /// Records per second (0: as fast as the broker takes them).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Create the topic with this many partitions when it does not exist
+    /// (Admin API). Records go to partitions by key, as with any producer.
+    #[arg(long)]
+    pub partitions: Option<i32>,
     /// Generator seed: the same seed sends the same records.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -175,6 +182,26 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 3)]
         max_replays: u32,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Kafka bootstrap servers. Omit to use an embedded broker.
+    #[arg(long, env = "WEIR_BROKERS")]
+    pub brokers: Option<String>,
+    /// Unique orders; the input adds 20% duplicates and 1% poison.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub orders: usize,
+    /// Input partitions (default: 8, or more on the embedded broker to stay
+    /// under its ~5 MiB a partition).
+    #[arg(long)]
+    pub partitions: Option<i32>,
+    /// Where to write results.md and results.json.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Longest any step may take, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 //! ## Layout
 //! - [`inventory`]: the Inventory job — event contracts, validation, the
 //!   dead-letter envelope, the topology, sample orders.
+//! - [`bench`]: throughput and restore speed against the raw limit.
 //! - [`broker`]: the embedded broker (librdkafka's mock cluster on its own thread).
 //! - [`observability`]: the Prometheus recorder and the `/metrics`, `/health`,
 //!   `/ready` server.
@@ -19,6 +20,7 @@
 //! The binary (`src/main.rs`, `src/cli.rs`, `src/commands/`) only parses
 //! arguments, sets up tracing and calls into these modules.
 
+pub mod bench;
 pub mod broker;
 pub mod dlq;
 pub mod inventory;

@@ -268,3 +268,35 @@ fn bad_configuration_is_refused_with_a_message_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn the_benchmark_harness_runs_and_writes_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let table = run_ok(
+        weir()
+            .args(["bench", "--orders", "3000", "--partitions", "4", "--out"])
+            .arg(&out),
+    );
+    for row in [
+        "raw consume → produce pipe (the limit)",
+        "weir inventory, at-least-once",
+        "weir inventory, exactly-once",
+        "raw read of the changelog",
+        "weir restore from the changelog (empty state)",
+    ] {
+        assert!(table.contains(row), "{row} missing:\n{table}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["input_records"], 3000 + 300 + 300 + 30);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 5);
+    assert!(json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["rate"].as_f64().unwrap() > 0.0));
+    assert!(std::fs::read_to_string(out.join("results.md"))
+        .unwrap()
+        .contains("Broker: the embedded broker"));
+}

@@ -27,6 +27,10 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         rate: args.rate,
         seed: args.seed,
     };
+    if let Some(p) = args.partitions {
+        anyhow::ensure!(p >= 1, "--partitions must be at least 1");
+        super::topics::ensure_topic(&args.brokers, &args.topic, p)?;
+    }
     let total = plan(&cfg).len() as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+mod bench;
 mod broker;
 mod demo;
 mod describe;
@@ -22,6 +23,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Load(args) => tokio::task::spawn_blocking(move || load::load(args)).await?,
         Command::Dlq(args) => dlq::dlq(args).await,
         Command::Demo(args) => demo::demo(args).await,
+        Command::Bench(args) => tokio::task::spawn_blocking(move || bench::bench(args)).await?,
         Command::Topics(crate::cli::TopicsCommand::Create(args)) => topics::create(args).await,
     }
 }

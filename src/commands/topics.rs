@@ -50,3 +50,44 @@ pub async fn create(args: TopicsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Creates `topic` with `partitions` unless it exists (then its partition
+/// count is left as it is, and a different one is reported).
+pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let md = probe
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .context("reading metadata")?;
+    if let Some(t) = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+    {
+        if t.partitions().len() as i32 != partitions {
+            tracing::warn!(
+                topic,
+                existing = t.partitions().len(),
+                asked = partitions,
+                "the topic exists with another partition count; left as it is"
+            );
+        }
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for r in rt.block_on(admin.create_topics([&new], &AdminOptions::new()))? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating {name}: {code}"),
+        }
+    }
+    Ok(())
+}

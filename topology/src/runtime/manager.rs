@@ -229,6 +229,11 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Counts records processed (for progress and benchmarks).
+    pub fn add_processed(&self, n: u64) {
+        self.status.add_processed(n);
+    }
+
     /// True while any store is restoring.
     pub fn restoring(&self) -> bool {
         self.restorer.active()

@@ -237,6 +237,12 @@ impl StreamsStatus {
         self.0.restoring()
     }
 
+    /// Input records processed by this instance since it started (including
+    /// ones whose interval was later aborted and reprocessed).
+    pub fn records_processed(&self) -> u64 {
+        self.0.processed()
+    }
+
     /// The error the stream thread stopped on, if it did.
     pub fn error(&self) -> Option<String> {
         self.0.error()

@@ -1,7 +1,7 @@
 //! What the outside world can see of a running topology: its state, for
 //! readiness probes and tests.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Lifecycle of a running topology.
@@ -24,6 +24,7 @@ pub(crate) struct Status {
     state: AtomicU8,
     assigned: AtomicUsize,
     restoring: AtomicUsize,
+    processed: AtomicU64,
     error: Mutex<Option<String>>,
 }
 
@@ -56,6 +57,14 @@ impl Status {
             _ if self.restoring.load(Ordering::SeqCst) > 0 => AppState::Restoring,
             _ => AppState::Running,
         }
+    }
+
+    pub fn add_processed(&self, n: u64) {
+        self.processed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
     }
 
     pub fn assigned(&self) -> usize {

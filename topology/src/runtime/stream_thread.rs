@@ -114,6 +114,7 @@ fn run_loop(
                 m.process(&msg)?;
             }
             consumed.increment(n as u64);
+            m.add_processed(n as u64);
             process_latency.record(started.elapsed().as_secs_f64() / n as f64);
         }
         m.send_outputs()?;
