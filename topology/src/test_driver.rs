@@ -89,20 +89,7 @@ impl TopologyTestDriver {
         };
         let outcome = self.task.process(&raw)?;
         self.outputs.append(&mut self.task.outputs);
-        for (name, tx) in &mut self.task.stores {
-            let sink = self.changelogs.entry(name.clone()).or_default();
-            tx.log_changes(sink)
-                .map_err(|source| TopologyError::State {
-                    task: "driver".into(),
-                    source,
-                })?;
-            let end = sink.records.len() as i64;
-            tx.commit(Some(end))
-                .map_err(|source| TopologyError::State {
-                    task: "driver".into(),
-                    source,
-                })?;
-        }
+        self.commit()?;
         Ok(outcome == Outcome::Processed)
     }
 
@@ -114,6 +101,7 @@ impl TopologyTestDriver {
         self.commit()
     }
 
+    /// Logs and applies every store's pending writes, as a runtime commit does.
     fn commit(&mut self) -> Result<(), TopologyError> {
         for (name, tx) in &mut self.task.stores {
             let sink = self.changelogs.entry(name.clone()).or_default();

@@ -141,9 +141,21 @@ fn run_with_restarts(
 ) -> Result<(), TopologyError> {
     let mut manager = first;
     let mut backoff = Duration::from_millis(100);
+    let mut fencings: Vec<Instant> = Vec::new();
     loop {
         match stream_thread::run(manager, instance, shutdown) {
             Err(TopologyError::ProducerFenced(why)) if !shutdown.load(Ordering::SeqCst) => {
+                // Fenced again and again: another *live* process uses this
+                // transactional.id, and the two would fence each other forever.
+                fencings.retain(|t| t.elapsed() < Duration::from_secs(60));
+                fencings.push(Instant::now());
+                if fencings.len() > 3 {
+                    return Err(TopologyError::Config(format!(
+                        "producer fenced {} times in a minute: another live instance uses transactional.id {}-{instance}; give each instance its own --instance-id or state directory (last error: {why})",
+                        fencings.len(),
+                        config.application_id
+                    )));
+                }
                 tracing::warn!(%why, backoff_ms = backoff.as_millis() as u64, "producer fenced or failed: re-creating it and rejoining the group");
                 ::metrics::counter!(crate::metrics::RETRIES, crate::metrics::LABEL_OPERATION => "producer").increment(1);
                 std::thread::sleep(backoff);
