@@ -128,7 +128,7 @@ fn deployment_files_parse_and_pass_promtool() {
     };
     let compose = yaml("docker-compose.yml");
     let services = compose["services"].as_object().expect("services");
-    for s in ["kafka", "topics", "weir", "prometheus", "grafana"] {
+    for s in ["kafka", "topics", "weir", "orders", "prometheus", "grafana"] {
         assert!(services.contains_key(s), "compose has {s}");
     }
     assert!(compose["services"]["kafka"]["image"]
