@@ -23,17 +23,35 @@ pub(crate) const HEADER_RUN: &str = "weir.run";
 /// checker tell the records of a killed run's unfinished transaction.
 pub(crate) const HEADER_TXN: &str = "weir.txn";
 
-/// Which run and which commit interval a record belongs to.
+/// Which run and which commit interval a record belongs to. The header
+/// values are kept encoded: every produced record carries them.
 #[derive(Debug, Clone)]
 pub(crate) struct Provenance {
     pub run: String,
     pub seq: u64,
+    run_bytes: Vec<u8>,
+    seq_bytes: Vec<u8>,
 }
 
 impl Provenance {
+    pub fn new(run: String) -> Self {
+        Self {
+            run_bytes: run.clone().into_bytes(),
+            run,
+            seq: 0,
+            seq_bytes: b"0".to_vec(),
+        }
+    }
+
+    /// Moves to the next commit interval.
+    pub fn advance(&mut self) {
+        self.seq += 1;
+        self.seq_bytes = self.seq.to_string().into_bytes();
+    }
+
     pub fn stamp(&self, headers: &mut Headers) {
-        headers.push(HEADER_RUN, Some(self.run.clone().into_bytes()));
-        headers.push(HEADER_TXN, Some(self.seq.to_string().into_bytes()));
+        headers.push(HEADER_RUN, Some(self.run_bytes.clone()));
+        headers.push(HEADER_TXN, Some(self.seq_bytes.clone()));
     }
 }
 

@@ -65,10 +65,7 @@ impl TaskManager {
             epoch: 0,
             status,
             txn_open: false,
-            provenance: Provenance {
-                run: run_id,
-                seq: 0,
-            },
+            provenance: Provenance::new(run_id),
             failed_commits: 0,
         }
     }
@@ -234,9 +231,9 @@ impl TaskManager {
         self.status.add_processed(n);
     }
 
-    /// True while any store is restoring.
-    pub fn restoring(&self) -> bool {
-        self.restorer.active()
+    /// The rebalance epoch and whether any store is restoring, in one look.
+    pub fn poll_state(&self) -> (u64, bool) {
+        (self.epoch, self.restorer.active())
     }
 
     /// Processes one polled record.
@@ -315,7 +312,7 @@ impl TaskManager {
             timeout: self.cfg.request_timeout,
         };
         commit(&mut self.tasks, &scope, &mut self.txn_open)?;
-        self.provenance.seq += 1;
+        self.provenance.advance();
         // Periodic work (state expiry) right after a commit, when the store
         // overlays are empty; its writes go out with the next commit.
         let now = now_ms();
@@ -348,7 +345,7 @@ impl TaskManager {
         }
         // The interval's records are aborted (or, at-least-once, will be
         // repeated): the next interval gets a new sequence number.
-        self.provenance.seq += 1;
+        self.provenance.advance();
         for t in self.tasks.values_mut() {
             t.abort();
         }

@@ -71,8 +71,7 @@ fn run_loop(
     let consumed = ::metrics::counter!(metrics::RECORDS_CONSUMED, metrics::LABEL_TOPIC => source);
     let process_latency = ::metrics::histogram!(metrics::PROCESS_LATENCY);
     while !shutdown.load(Ordering::SeqCst) {
-        let epoch = consumer.context().lock().epoch;
-        let restoring = consumer.context().lock().restoring();
+        let (epoch, restoring) = consumer.context().lock().poll_state();
         // While restoring, poll briefly so restore slices keep coming.
         let wait = if restoring {
             Duration::ZERO
