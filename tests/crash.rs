@@ -241,6 +241,19 @@ fn verify(
     );
 }
 
+/// The last 40 lines of a job log, without the per-order lines.
+fn print_log_tail(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("order confirmed"))
+        .collect();
+    eprintln!(
+        "final job log (last 40 lines):\n{}",
+        tail[tail.len().saturating_sub(40)..].join("\n")
+    );
+}
+
 /// Kills the job at random points (after it is processing), restarts it,
 /// once deleting its state; then lets a last run finish and stops it cleanly.
 fn crash_and_restart(b: &str, guarantee: &str) {
@@ -265,23 +278,23 @@ fn crash_and_restart(b: &str, guarantee: &str) {
         "weir load failed"
     );
     let log = dir.path().join("final.log");
-    let mut job = job_process_with(b, &state, 0, guarantee, Some(&log));
+    let port = free_port();
+    let mut job = job_process_with(b, &state, port, guarantee, Some(&log));
+    // Ready first: the killed run may have committed everything already, and
+    // this run must still start, restore and stop cleanly.
+    wait_ready(port, &mut job, Duration::from_secs(120));
     let caught_up =
         std::panic::catch_unwind(|| wait_committed_for(b, "inventory", Duration::from_secs(240)));
     if let Err(e) = caught_up {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.contains("order confirmed"))
-            .collect();
-        eprintln!(
-            "final job log (last 40 lines):\n{}",
-            tail[tail.len().saturating_sub(40)..].join("\n")
-        );
+        print_log_tail(&log);
         std::panic::resume_unwind(e);
     }
     job.signal("-TERM");
-    assert!(job.wait_exit(TIMEOUT).success());
+    let status = job.wait_exit(TIMEOUT);
+    if !status.success() {
+        print_log_tail(&log);
+        panic!("the final run did not stop cleanly on SIGTERM: {status}");
+    }
     verify(
         b,
         &manifest,

@@ -21,6 +21,7 @@ pub fn default_topics() -> Vec<TopicSpec> {
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let signal = super::shutdown_signal();
     let topics = if args.topics.is_empty() {
         default_topics()
     } else {
@@ -45,7 +46,7 @@ pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
         bootstrap = broker.bootstrap_servers(),
         "embedded broker running (in memory, ~5 MiB kept per partition, nothing kept after exit); Ctrl-C to stop"
     );
-    super::shutdown_signal().await;
+    signal.await;
     tracing::info!("stopping the embedded broker");
     drop(broker);
     Ok(())

@@ -43,6 +43,7 @@ async fn post(
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let signal = super::shutdown_signal();
     let handle = prometheus()?;
     let metrics_server = MetricsServer::bind(args.metrics_addr).await?;
     let metrics_addr = metrics_server.local_addr();
@@ -160,7 +161,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         println!("\nServing until Ctrl-C.");
-        super::shutdown_signal().await;
+        signal.await;
         Ok(())
     };
     let _ = stop_tx.send(true);

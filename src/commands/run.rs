@@ -11,6 +11,8 @@ use weir_topology::{Guarantee, Topology};
 use crate::cli::RunArgs;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First: a SIGTERM while the job starts must still stop it cleanly.
+    let signal = super::shutdown_signal();
     let handle = prometheus()?;
     // Bind first: a taken port is reported before anything starts.
     let server = MetricsServer::bind(args.metrics_addr).await?;
@@ -128,7 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut outcome = Ok(());
     tokio::select! {
-        _ = super::shutdown_signal() => tracing::info!("signal received: stopping"),
+        _ = signal => tracing::info!("signal received: stopping"),
         r = samples_done => outcome = r,
         _ = finished => tracing::error!("the job stopped by itself"),
     }
