@@ -68,13 +68,12 @@ impl std::str::FromStr for TopicSpec {
 }
 
 type Reply = mpsc::Sender<Result<(), BrokerError>>;
+type Cluster<'c> = rdkafka::mocking::MockCluster<'c, rdkafka::producer::DefaultProducerContext>;
+/// An operation run on the broker thread, where the cluster lives.
+type Op = Box<dyn FnOnce(&Cluster<'_>) -> Result<(), BrokerError> + Send>;
 
 enum Command {
-    CreateTopic(TopicSpec, Reply),
-    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
-    RoundTripTime(i32, std::time::Duration, Reply),
-    BrokerDown(i32, Reply),
-    BrokerUp(i32, Reply),
+    Run(Op, Reply),
     Stop,
 }
 
@@ -115,21 +114,27 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
-    fn call(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), BrokerError> {
+    /// Runs `op` on the cluster (it lives on the broker thread); `what`
+    /// names it in errors.
+    fn run(
+        &self,
+        what: String,
+        op: impl FnOnce(&Cluster<'_>) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+    ) -> Result<(), BrokerError> {
         let (tx, rx) = mpsc::channel();
+        let op: Op = Box::new(move |c| op(c).map_err(op_err(what)));
         self.commands
-            .send(make(tx))
+            .send(Command::Run(op, tx))
             .map_err(|_| BrokerError::Stopped)?;
         rx.recv().map_err(|_| BrokerError::Stopped)?
     }
 
     /// Creates a topic (replication factor 1).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
-        let spec = TopicSpec {
-            name: name.to_string(),
-            partitions,
-        };
-        self.call(|r| Command::CreateTopic(spec, r))
+        let name = name.to_string();
+        self.run(format!("create topic {name}"), move |c| {
+            c.create_topic(&name, partitions, 1)
+        })
     }
 
     /// Makes the next requests of one API fail with these errors, one per
@@ -140,7 +145,10 @@ impl EmbeddedBroker {
         errors: &[RDKafkaRespErr],
     ) -> Result<(), BrokerError> {
         let errors = errors.to_vec();
-        self.call(|r| Command::RequestErrors(api, errors, r))
+        self.run("inject request errors".into(), move |c| {
+            c.request_errors(api, &errors);
+            Ok(())
+        })
     }
 
     /// Delays every response of a broker (fault injection; zero removes it).
@@ -149,18 +157,48 @@ impl EmbeddedBroker {
         broker_id: i32,
         delay: std::time::Duration,
     ) -> Result<(), BrokerError> {
-        self.call(|r| Command::RoundTripTime(broker_id, delay, r))
+        self.run(format!("delay broker {broker_id}"), move |c| {
+            c.broker_round_trip_time(broker_id, delay)
+        })
     }
 
     /// Takes a broker down (fault injection): its connections are closed and
     /// new ones refused until [`Self::broker_up`].
     pub fn broker_down(&self, broker_id: i32) -> Result<(), BrokerError> {
-        self.call(|r| Command::BrokerDown(broker_id, r))
+        self.run(format!("take broker {broker_id} down"), move |c| {
+            c.broker_down(broker_id)
+        })
     }
 
     /// Brings a broker back up.
     pub fn broker_up(&self, broker_id: i32) -> Result<(), BrokerError> {
-        self.call(|r| Command::BrokerUp(broker_id, r))
+        self.run(format!("bring broker {broker_id} up"), move |c| {
+            c.broker_up(broker_id)
+        })
+    }
+
+    /// Moves a partition's leadership to a broker (fault injection: with
+    /// [`Self::broker_down`], one topic can fail while others work).
+    pub fn partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        broker_id: i32,
+    ) -> Result<(), BrokerError> {
+        let topic = topic.to_string();
+        self.run(
+            format!("move {topic}[{partition}] to broker {broker_id}"),
+            move |c| c.partition_leader(&topic, partition, Some(broker_id)),
+        )
+    }
+
+    /// Pins a consumer group's coordinator to a broker.
+    pub fn group_coordinator(&self, group: &str, broker_id: i32) -> Result<(), BrokerError> {
+        let group = group.to_string();
+        self.run(
+            format!("pin group {group} to broker {broker_id}"),
+            move |c| c.coordinator(rdkafka::mocking::MockCoordinator::Group(group), broker_id),
+        )
     }
 }
 
@@ -215,36 +253,8 @@ fn serve(
     let _ = boot.send(Ok(cluster.bootstrap_servers()));
     for cmd in commands {
         match cmd {
-            Command::CreateTopic(t, reply) => {
-                let r = cluster
-                    .create_topic(&t.name, t.partitions, 1)
-                    .map_err(op_err(format!("create topic {}", t.name)));
-                let _ = reply.send(r);
-            }
-            Command::RequestErrors(api, errors, reply) => {
-                cluster.request_errors(api, &errors);
-                let _ = reply.send(Ok(()));
-            }
-            Command::RoundTripTime(id, delay, reply) => {
-                let _ = reply.send(
-                    cluster
-                        .broker_round_trip_time(id, delay)
-                        .map_err(op_err(format!("delay broker {id}"))),
-                );
-            }
-            Command::BrokerDown(id, reply) => {
-                let _ = reply.send(
-                    cluster
-                        .broker_down(id)
-                        .map_err(op_err(format!("take broker {id} down"))),
-                );
-            }
-            Command::BrokerUp(id, reply) => {
-                let _ = reply.send(
-                    cluster
-                        .broker_up(id)
-                        .map_err(op_err(format!("bring broker {id} up"))),
-                );
+            Command::Run(op, reply) => {
+                let _ = reply.send(op(&cluster));
             }
             Command::Stop => break,
         }

@@ -87,12 +87,16 @@ impl Job {
         let status = self.handle.status();
         Arc::new(move || {
             let state = status.state();
+            // Failing commits (an output or the broker unreachable): the job
+            // is retrying, not making progress.
+            let failed_commits = status.failed_commits();
             Readiness {
-                ready: state == AppState::Running,
+                ready: state == AppState::Running && failed_commits == 0,
                 detail: serde_json::json!({
                     "state": format!("{state:?}"),
                     "assignedPartitions": status.assigned_partitions(),
                     "restoringTasks": status.restoring_tasks(),
+                    "failedCommitsInARow": failed_commits,
                     "error": status.error(),
                 }),
             }

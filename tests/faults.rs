@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use rdkafka::Message as _;
 use weir::broker::{RDKafkaApiKey, RDKafkaRespErr};
 use weir::job::Job;
 
@@ -91,5 +92,116 @@ fn at_least_once_rides_out_an_outage_request_errors_and_latency() {
         read_all(&b, DLQ).iter().any(|m| key_of(m) == "poison"),
         "the poison record is dead-lettered"
     );
+    job.stop().unwrap();
+}
+
+/// Committed offsets of the job's group on the input, by partition.
+fn committed(brokers: &str) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "inventory")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition(INPUT, p);
+    }
+    let got = c.committed_offsets(tpl, TIMEOUT).unwrap();
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A dead letter that cannot be published is not skipped: every commit
+/// that would move the input past it fails, the job rewinds and retries
+/// (and says so on `/ready`), and once the dead-letter topic is reachable
+/// the record is there and processing goes on.
+#[test]
+fn a_dead_letter_that_cannot_be_published_holds_the_input_until_it_can() {
+    use weir::broker::{EmbeddedBroker, TopicSpec};
+    let changelog = "inventory-dedup-changelog";
+    let topics = [(INPUT, 2), (CONFIRMED, 2), (DLQ, 1), (changelog, 2)].map(|(n, p)| TopicSpec {
+        name: n.into(),
+        partitions: p,
+    });
+    let broker = EmbeddedBroker::start(2, &topics).unwrap();
+    // Everything on broker 1 but the dead-letter topic, whose broker fails.
+    for t in [INPUT, CONFIRMED, changelog] {
+        for p in 0..2 {
+            broker.partition_leader(t, p, 1).unwrap();
+        }
+    }
+    broker.partition_leader(DLQ, 0, 2).unwrap();
+    broker.group_coordinator("inventory", 1).unwrap();
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = job_config(&b, dir.path());
+    // Undeliverable records fail after 1.5 s instead of 5 minutes.
+    cfg.kafka
+        .push(("producer.message.timeout.ms".into(), "1500".into()));
+    let job = Job::start(&cfg).unwrap();
+    let mut expected: Vec<String> = Vec::new();
+    let before = numbered_orders("before", "e", 20);
+    expected.extend(before.iter().map(|o| o.key.clone().unwrap()));
+    produce(&b, INPUT, &before);
+    wait_committed(&b, "inventory");
+    let at_start = committed(&b);
+
+    broker.broker_down(2).unwrap();
+    let poison = Input {
+        key: Some("poison".into()),
+        value: Some(b"{\"not\": \"an order\"".to_vec()),
+    };
+    produce(&b, INPUT, &[poison]);
+    let (poison_partition, poison_offset) = read_all(&b, INPUT)
+        .iter()
+        .find(|m| key_of(m) == "poison")
+        .map(|m| (m.partition(), m.offset()))
+        .unwrap();
+    let after = numbered_orders("after", "f", 20);
+    expected.extend(after.iter().map(|o| o.key.clone().unwrap()));
+    produce(&b, INPUT, &after);
+
+    // The job sees the failure and retries...
+    let status = job.handle().status();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while status.failed_commits() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commits never failed while the dead-letter topic was unreachable"
+        );
+        assert!(status.error().is_none(), "{:?}", status.error());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...and says so on /ready...
+    let ready = job.readiness()();
+    assert!(!ready.ready, "{}", ready.detail);
+    assert!(ready.detail["failedCommitsInARow"].as_u64().unwrap() >= 2);
+    // ...and its input partition is not committed past it: the poison
+    // record is not skipped.
+    let held = committed(&b).get(&poison_partition).copied();
+    assert!(
+        held.unwrap_or(0) <= poison_offset,
+        "committed {held:?} past the undelivered dead letter at {poison_offset}"
+    );
+    assert_eq!(held, at_start.get(&poison_partition).copied());
+
+    broker.broker_up(2).unwrap();
+    wait_committed(&b, "inventory");
+    let dead = read_all(&b, DLQ);
+    assert!(!dead.is_empty(), "the poison record was lost");
+    assert!(dead.iter().all(|m| key_of(m) == "poison"));
+    let got = confirmations(&b);
+    let missing: Vec<_> = expected.iter().filter(|k| !got.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(status.failed_commits(), 0);
+    assert!(status.error().is_none());
+    assert!(job.readiness()().ready);
     job.stop().unwrap();
 }

@@ -144,13 +144,14 @@ pub(crate) struct CommitScope<'a> {
 ///    instance's `init_transactions` fences it); the store never saw its
 ///    writes, so restore replays only the committed changelog tail.
 ///
-/// On error the caller aborts (the transaction, the store overlays) and
-/// rewinds the input to the last committed offsets.
+/// Returns whether anything was committed (`false`: nothing happened since
+/// the last commit). On error the caller aborts (the transaction, the store
+/// overlays) and rewinds the input to the last committed offsets.
 pub(crate) fn commit(
     tasks: &mut BTreeMap<i32, Task>,
     scope: &CommitScope<'_>,
     txn_open: &mut bool,
-) -> Result<(), TopologyError> {
+) -> Result<bool, TopologyError> {
     let CommitScope {
         producer,
         consumer,
@@ -172,7 +173,7 @@ pub(crate) fn commit(
         .values()
         .any(|t| t.core.stores.values().any(|s| s.pending_len() > 0));
     if tpl.count() == 0 && !pending && !*txn_open {
-        return Ok(()); // nothing happened since the last commit
+        return Ok(false); // nothing happened since the last commit
     }
     if exactly_once && !*txn_open {
         producer
@@ -256,5 +257,5 @@ pub(crate) fn commit(
     }
     ::metrics::counter!(metrics::COMMITS).increment(1);
     ::metrics::histogram!(metrics::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(true)
 }

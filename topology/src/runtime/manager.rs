@@ -302,7 +302,10 @@ impl TaskManager {
         Ok(())
     }
 
-    fn commit_all(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
+    fn commit_all(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+    ) -> Result<bool, TopologyError> {
         let scope = CommitScope {
             producer: &self.producer,
             consumer,
@@ -311,7 +314,7 @@ impl TaskManager {
             provenance: &self.provenance,
             timeout: self.cfg.request_timeout,
         };
-        commit(&mut self.tasks, &scope, &mut self.txn_open)?;
+        let committed = commit(&mut self.tasks, &scope, &mut self.txn_open)?;
         self.provenance.advance();
         // Periodic work (state expiry) right after a commit, when the store
         // overlays are empty; its writes go out with the next commit.
@@ -322,7 +325,7 @@ impl TaskManager {
                 t.core.punctuate(now, *p, offset)?;
             }
         }
-        Ok(())
+        Ok(committed)
     }
 
     /// Drops the interval's uncommitted work: the open transaction, store
@@ -357,7 +360,14 @@ impl TaskManager {
     pub fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
         let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
         let Err(e) = result else {
-            self.failed_commits = 0;
+            // An empty commit proves nothing (after a rewind there is no
+            // progress yet): only a real one ends a run of failures, so the
+            // backoff keeps growing while the same work keeps failing.
+            if result.is_ok_and(|c| c) && self.failed_commits > 0 {
+                tracing::info!(after = self.failed_commits, "commit succeeded again");
+                self.failed_commits = 0;
+                self.status.set_failed_commits(0);
+            }
             return Ok(());
         };
         if matches!(e, TopologyError::State { .. }) {
@@ -376,6 +386,7 @@ impl TaskManager {
         let backoff = Duration::from_millis(100 * (1u64 << self.failed_commits.min(6)))
             .min(Duration::from_secs(5));
         self.failed_commits += 1;
+        self.status.set_failed_commits(self.failed_commits.into());
         tracing::warn!(error = %e, attempt = self.failed_commits, backoff_ms = backoff.as_millis() as u64, "commit failed: dropping uncommitted work and reprocessing from the last committed offsets");
         ::metrics::counter!(metrics::RETRIES, metrics::LABEL_OPERATION => "commit").increment(1);
         std::thread::sleep(backoff);
@@ -422,7 +433,9 @@ impl TaskManager {
         clean: bool,
     ) -> Result<(), TopologyError> {
         let result = if clean {
-            self.send_outputs().and_then(|_| self.commit_all(consumer))
+            self.send_outputs()
+                .and_then(|_| self.commit_all(consumer))
+                .map(|_| ())
         } else {
             Ok(())
         };

@@ -256,6 +256,13 @@ impl StreamsStatus {
     }
 
     /// The error the stream thread stopped on, if it did.
+    /// Commits that failed in a row and are being retried (broker
+    /// trouble, an output that cannot be delivered); 0 when the last one
+    /// succeeded. Input does not move past uncommitted work meanwhile.
+    pub fn failed_commits(&self) -> u64 {
+        self.0.failed_commits()
+    }
+
     pub fn error(&self) -> Option<String> {
         self.0.error()
     }

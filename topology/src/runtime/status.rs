@@ -25,6 +25,7 @@ pub(crate) struct Status {
     assigned: AtomicUsize,
     restoring: AtomicUsize,
     processed: AtomicU64,
+    failed_commits: AtomicU64,
     error: Mutex<Option<String>>,
 }
 
@@ -65,6 +66,14 @@ impl Status {
 
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
+    }
+
+    pub fn set_failed_commits(&self, n: u64) {
+        self.failed_commits.store(n, Ordering::SeqCst);
+    }
+
+    pub fn failed_commits(&self) -> u64 {
+        self.failed_commits.load(Ordering::SeqCst)
     }
 
     pub fn assigned(&self) -> usize {
