@@ -63,6 +63,11 @@ impl Chaos {
 }
 
 fn start_load(b: &str, manifest: &Path) -> Proc {
+    start_load_at(b, manifest, 2500)
+}
+
+/// [`start_load`] at `rate` records a second.
+fn start_load_at(b: &str, manifest: &Path, rate: u32) -> Proc {
     Proc(
         weir()
             .args([
@@ -80,7 +85,7 @@ fn start_load(b: &str, manifest: &Path) -> Proc {
                 "--poison-ratio",
                 "0.01",
                 "--rate",
-                "2500",
+                &rate.to_string(),
                 "--seed",
                 "11",
             ])
@@ -529,4 +534,76 @@ fn a_clean_restart_restores_nothing_and_a_restart_after_kill_9_only_the_tail() {
     );
     job.signal("-TERM");
     assert!(job.wait_exit(TIMEOUT).success());
+}
+
+/// Two live processes given the same `--instance-id` share a
+/// `transactional.id`: each new producer fences the other's. A fenced
+/// process aborts, re-creates its producer and rejoins (fencing the other in
+/// turn); fenced more than three times in a minute, it stops with an error
+/// that names the cause instead of fighting forever. The other goes on, and
+/// the exactly-once invariant holds over everything both wrote.
+#[test]
+fn a_fenced_producer_is_recreated_and_a_fencing_loop_stops_with_a_clear_error() {
+    let _one_at_a_time = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, b) = nisshi(dir.path());
+    run_ok(weir().args(["topics", "create", "--brokers", &b]));
+    let manifest = dir.path().join("manifest.json");
+    // Slow enough that orders keep arriving while the two fight.
+    let mut load = start_load_at(&b, &manifest, 800);
+    let mut jobs: Vec<(Proc, std::path::PathBuf)> = (0..2)
+        .map(|i| {
+            let log = dir.path().join(format!("job{i}.log"));
+            let state = dir.path().join(format!("state{i}"));
+            let p = weir()
+                .args(["run", "--brokers", &b, "--guarantee", "exactly-once"])
+                .args(["--instance-id", "same", "--metrics-addr", "127.0.0.1:0"])
+                .args(["--state-dir", state.to_str().unwrap()])
+                .args(["-X", "consumer.session.timeout.ms=6000"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+                .spawn()
+                .unwrap();
+            (Proc(p), log)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let loser = loop {
+        if let Some(i) = jobs.iter_mut().position(|(p, _)| p.try_exit().is_some()) {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither instance stopped fighting over transactional.id inventory-same"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut lost, lost_log) = jobs.remove(loser);
+    let (mut survivor, survivor_log) = jobs.remove(0);
+    assert!(!lost.wait_exit(TIMEOUT).success());
+    let text = std::fs::read_to_string(&lost_log).unwrap();
+    assert!(
+        text.contains("re-creating it and rejoining the group"),
+        "a fenced producer is re-created first:\n{text}"
+    );
+    assert!(
+        text.contains(
+            "times in a minute: another live instance uses transactional.id inventory-same"
+        ),
+        "the stop names the cause:\n{text}"
+    );
+    assert!(survivor.try_exit().is_none(), "the other instance goes on");
+    assert!(load.wait_exit(Duration::from_secs(120)).success());
+    wait_committed_for(&b, "inventory", Duration::from_secs(240));
+    survivor.signal("-TERM");
+    assert!(survivor.wait_exit(TIMEOUT).success());
+    let mut aborted = logged_aborts(&lost_log);
+    aborted.extend(logged_aborts(&survivor_log));
+    verify(
+        &b,
+        &manifest,
+        &[logged_run_id(&survivor_log)],
+        &aborted,
+        true,
+    );
 }

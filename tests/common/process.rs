@@ -33,6 +33,11 @@ impl Proc {
         assert!(ok.success());
     }
 
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().unwrap()
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {

@@ -60,6 +60,9 @@ struct KafkaChangelog<'a> {
     topic: &'a str,
     partition: i32,
     provenance: &'a Provenance,
+    /// The producer's own error, kept whole: a refused send is a Kafka
+    /// problem (retry, or a new producer), not a broken store.
+    failure: Option<TopologyError>,
 }
 
 impl ChangelogSink for KafkaChangelog<'_> {
@@ -81,9 +84,13 @@ impl ChangelogSink for KafkaChangelog<'_> {
             None,
             KIND_CHANGELOG,
         )
-        .map_err(|e| StateError::Changelog {
-            store: self.topic.to_string(),
-            message: e.to_string(),
+        .map_err(|e| {
+            let message = e.to_string();
+            self.failure = Some(e);
+            StateError::Changelog {
+                store: self.topic.to_string(),
+                message,
+            }
         })
     }
 }
@@ -200,12 +207,14 @@ pub(crate) fn commit(
                 topic,
                 partition,
                 provenance,
+                failure: None,
             };
-            tx.log_changes(&mut sink)
-                .map_err(|source| TopologyError::State {
+            if let Err(source) = tx.log_changes(&mut sink) {
+                return Err(sink.failure.take().unwrap_or(TopologyError::State {
                     task: task.core.id.clone(),
                     source,
-                })?;
+                }));
+            }
         }
     }
     if exactly_once {

@@ -354,35 +354,57 @@ impl TaskManager {
         }
     }
 
-    /// Runs the commit protocol. A failure that the next attempt can fix
-    /// (broker trouble) aborts the interval and rewinds the input to the last
-    /// committed offsets; a store failure or a fatal producer error stops.
+    /// Runs the commit protocol; a failure goes to [`Self::recover`].
     pub fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
-        let result = self.send_outputs().and_then(|_| self.commit_all(consumer));
-        let Err(e) = result else {
+        match self.send_outputs().and_then(|_| self.commit_all(consumer)) {
             // An empty commit proves nothing (after a rewind there is no
             // progress yet): only a real one ends a run of failures, so the
             // backoff keeps growing while the same work keeps failing.
-            if result.is_ok_and(|c| c) && self.failed_commits > 0 {
+            Ok(true) if self.failed_commits > 0 => {
                 tracing::info!(after = self.failed_commits, "commit succeeded again");
                 self.failed_commits = 0;
                 self.status.set_failed_commits(0);
+                Ok(())
             }
-            return Ok(());
-        };
-        if matches!(e, TopologyError::State { .. }) {
-            self.abort_interval();
+            Ok(_) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// Hands the processed batch's outputs to the producer; a failure goes
+    /// to [`Self::recover`].
+    pub fn send_outputs_or_recover(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+    ) -> Result<(), TopologyError> {
+        match self.send_outputs() {
+            Ok(()) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// After a failed send or commit: drop the interval's uncommitted work
+    /// (abort the transaction, the store overlays). A failure the next
+    /// attempt can fix (broker trouble, an undeliverable output, a
+    /// transaction that must be aborted) backs off and rewinds the input to
+    /// the last committed offsets; nothing is dropped or dead-lettered. A
+    /// store failure or a dead producer is returned (the caller stops, or
+    /// re-creates the producer).
+    fn recover(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        e: TopologyError,
+    ) -> Result<(), TopologyError> {
+        // Fencing first: any operation may be the one that notices it.
+        let e = self.fenced_or(e);
+        self.abort_interval();
+        let e = self.fenced_or(e); // the abort itself may reveal it
+        if matches!(
+            e,
+            TopologyError::ProducerFenced(_) | TopologyError::State { .. }
+        ) {
             return Err(e);
         }
-        let fenced = matches!(e, TopologyError::ProducerFenced(_))
-            || self.producer.client().fatal_error().is_some()
-            || matches!(&e, TopologyError::Kafka { source: rdkafka::error::KafkaError::Transaction(t), .. } if t.is_fatal());
-        self.abort_interval();
-        if fenced {
-            return Err(TopologyError::ProducerFenced(e.to_string()));
-        }
-        // Transient (broker unavailable, timeouts): back off, then retry from
-        // the last committed offsets. Nothing is dropped or dead-lettered.
         let backoff = Duration::from_millis(100 * (1u64 << self.failed_commits.min(6)))
             .min(Duration::from_secs(5));
         self.failed_commits += 1;
@@ -403,6 +425,22 @@ impl TaskManager {
                 })?;
         }
         Ok(())
+    }
+
+    /// `e`, or [`TopologyError::ProducerFenced`] when the producer is dead
+    /// (fenced by a newer instance, or another fatal error): whatever
+    /// operation noticed it, the cure is a new producer, not a stop.
+    pub fn fenced_or(&self, e: TopologyError) -> TopologyError {
+        let fatal = self.producer.client().fatal_error();
+        let txn_fatal = matches!(&e, TopologyError::Kafka { source: rdkafka::error::KafkaError::Transaction(t), .. } if t.is_fatal());
+        match (e, fatal) {
+            (e @ TopologyError::ProducerFenced(_), _) => e,
+            (e, Some((code, why))) => {
+                TopologyError::ProducerFenced(format!("{e} (producer: {code:?}: {why})"))
+            }
+            (e, None) if txn_fatal => TopologyError::ProducerFenced(e.to_string()),
+            (e, None) => e,
+        }
     }
 
     /// Refreshes lag and store gauges from locally cached watermarks.

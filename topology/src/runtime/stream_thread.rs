@@ -43,7 +43,8 @@ pub(crate) fn run(
         })?;
     tracing::info!(topic = %source, group = %cfg.application_id, "subscribed");
 
-    let result = run_loop(&consumer, &cfg, shutdown);
+    let result =
+        run_loop(&consumer, &cfg, shutdown).map_err(|e| consumer.context().lock().fenced_or(e));
     // A clean stop commits; after an error nothing more is committed (the
     // failed record's partial outputs must not ride on a commit), and the
     // next run reprocesses from the last committed offsets.
@@ -116,7 +117,7 @@ fn run_loop(
             m.add_processed(n as u64);
             process_latency.record(started.elapsed().as_secs_f64() / n as f64);
         }
-        m.send_outputs()?;
+        m.send_outputs_or_recover(consumer)?;
         m.start_new_tasks(consumer)?;
         m.restore_step(consumer, RESTORE_SLICE)?;
         if last_commit.elapsed() >= cfg.commit_interval {
