@@ -8,10 +8,11 @@
 //! in the same store (key prefix [`EXPIRY_INDEX_PREFIX`], then the first-seen
 //! time big-endian, then the key), logged to the changelog like the data so
 //! restore rebuilds both. After each commit the operator walks the index
-//! from its oldest end and removes expired keys and their index entries
-//! (tombstones reach the changelog at the next commit), at most
-//! [`EXPIRY_BUDGET`] at a time: the cost follows what expires, never the
-//! size of the store.
+//! from its oldest end (or from where its last pass stopped) and removes
+//! expired keys and their index entries (tombstones reach the changelog at
+//! the next commit), at most [`EXPIRY_BUDGET`] at a time: the cost follows
+//! what expires, never the size of the store. Measured by
+//! `cargo bench --workspace --bench dedup_expiry`.
 
 use std::sync::Arc;
 
@@ -51,6 +52,13 @@ struct DedupNode<K, V> {
     store: String,
     key_fn: KeyFn<K, V>,
     retention_ms: Option<i64>,
+    /// Where the next expiry pass seeks to: the last index entry it deleted.
+    /// Deleted entries stay in RocksDB as tombstones until compaction, and a
+    /// walk from the index's start steps over them on every pass (measured,
+    /// 1,000,000 expiries: 7.2 µs a key from the start, 3.9 µs from here).
+    /// Empty: from the start (after a restart, an aborted interval, or when
+    /// a record with an older timestamp put an index entry below it).
+    resume: Vec<u8>,
 }
 
 impl<K: Data, V: Data> Node for DedupNode<K, V> {
@@ -93,10 +101,19 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
             },
         )?;
         if self.retention_ms.is_some() {
-            store.put(&index_key(typed.timestamp, &key), &())?;
+            let index = index_key(typed.timestamp, &key);
+            if index < self.resume {
+                self.resume.clear();
+            }
+            store.put(&index, &())?;
         }
         ctx.forwards.push((Target::All, ErasedRecord::erase(typed)));
         Ok(())
+    }
+
+    fn abort(&mut self) {
+        // The deletes of the last pass may be among the dropped writes.
+        self.resume.clear();
     }
 
     fn punctuate(&mut self, now_ms: i64, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
@@ -109,7 +126,12 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
             ProcessError::Misuse(format!("dedup store {:?} is missing", self.store))
         })?;
         let mut expired: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
-        tx.store().scan_from(EXPIRY_INDEX_PREFIX, &mut |k, _| {
+        let from = if self.resume.is_empty() {
+            EXPIRY_INDEX_PREFIX
+        } else {
+            &self.resume
+        };
+        tx.store().scan_from(from, &mut |k, _| {
             let Some(rest) = k.strip_prefix(EXPIRY_INDEX_PREFIX) else {
                 return false; // past the index
             };
@@ -123,9 +145,10 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
             expired.push((k.to_vec(), ts, key.to_vec()));
             true
         })?;
-        if expired.is_empty() {
+        let Some((last, _, _)) = expired.last() else {
             return Ok(());
-        }
+        };
+        self.resume = last.clone();
         let mut store = weir_state::TypedStore::new(tx, offset);
         for (index, ts, key) in &expired {
             // Only the entry this index entry describes: a key confirmed
@@ -183,6 +206,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                     store: store_name.clone(),
                     key_fn: key_fn.clone(),
                     retention_ms,
+                    resume: Vec::new(),
                 })
             }),
         )

@@ -117,6 +117,9 @@ pub(crate) trait Node: Send {
     fn init(&mut self) {}
     /// Called when the task closes.
     fn close(&mut self) {}
+    /// Called when the interval's uncommitted store writes were dropped
+    /// (a failed commit): forget anything derived from them.
+    fn abort(&mut self) {}
 }
 
 /// Creates a node instance for a task (each task gets its own processors).

@@ -192,6 +192,17 @@ impl TaskCore {
         Ok(())
     }
 
+    /// Drops the interval's uncommitted work: store writes and outputs.
+    pub fn abort(&mut self) {
+        for tx in self.stores.values_mut() {
+            tx.abort();
+        }
+        self.outputs.clear();
+        for n in &mut self.nodes {
+            n.abort();
+        }
+    }
+
     /// Closes the processors (stores are closed by dropping the task).
     pub fn close(&mut self) {
         for n in &mut self.nodes {

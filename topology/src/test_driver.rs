@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use weir_state::changelog::{ChangeRecord, RecordingSink};
-use weir_state::{MemoryStore, StoreTransaction};
+use weir_state::{KeyValueStore, MemoryStore, StoreTransaction};
 
 use crate::record::{Headers, OutputRecord, SourceCoordinates, SourceRecord};
 use crate::task::{Outcome, TaskCore};
-use crate::{Topology, TopologyError};
+use crate::{StoreSpec, Topology, TopologyError};
 
 /// One input record for the driver.
 #[derive(Debug, Clone, Default)]
@@ -48,15 +48,19 @@ pub struct TopologyTestDriver {
 impl TopologyTestDriver {
     /// A driver for partition 0 of the topology's source topic.
     pub fn new(topology: &Topology) -> Self {
+        Self::with_stores(topology, |spec| Box::new(MemoryStore::new(&spec.name)))
+    }
+
+    /// A driver whose stores come from `open` (e.g. RocksDB, to test or
+    /// measure with the store the runtime uses).
+    pub fn with_stores(
+        topology: &Topology,
+        mut open: impl FnMut(&StoreSpec) -> Box<dyn KeyValueStore>,
+    ) -> Self {
         let stores = topology
             .stores()
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    StoreTransaction::new(Box::new(MemoryStore::new(&s.name))),
-                )
-            })
+            .map(|s| (s.name.clone(), StoreTransaction::new(open(s))))
             .collect();
         Self {
             task: TaskCore::new(topology, 0, stores),

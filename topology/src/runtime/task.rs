@@ -74,10 +74,7 @@ impl Task {
 
     /// Drops uncommitted work after a failed commit.
     pub fn abort(&mut self) {
-        for tx in self.core.stores.values_mut() {
-            tx.abort();
-        }
-        self.core.outputs.clear();
+        self.core.abort();
         self.next_offset = self.committed;
     }
 

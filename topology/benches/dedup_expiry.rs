@@ -1,0 +1,152 @@
+//! What dedup retention costs, on RocksDB (the runtime's store).
+//!
+//! `cargo bench -p weir-topology --bench dedup_expiry` (1,000,000 keys;
+//! `WEIR_BENCH_KEYS=n` to change). Under `cargo test` it runs a 2,000-key
+//! smoke pass so the harness keeps working. Prints:
+//! - the cost of a new key with and without retention (the time index
+//!   doubles the writes of a new key);
+//! - one expiry pass when nothing has expired — what every commit pays;
+//! - expiring every key, per key, in passes of at most `EXPIRY_BUDGET`;
+//! - for scale: one full scan of the store, what an index-less expiry would
+//!   pay on every commit.
+
+use std::time::{Duration, Instant};
+
+use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
+use weir_topology::dedup::EXPIRY_BUDGET;
+use weir_topology::{
+    Record, StoreSpec, StringSerde, TestRecord, Topology, TopologyBuilder, TopologyTestDriver,
+};
+
+const T0: i64 = 1_790_000_000_000;
+const RETENTION: Duration = Duration::from_secs(3600);
+
+fn topology(retention: Option<Duration>) -> Topology {
+    let b = TopologyBuilder::new();
+    b.add_store(StoreSpec::key_value("seen"));
+    b.source("in", StringSerde, StringSerde)
+        .dedup_with_retention("dedup", "seen", retention, |r: &Record<String, String>| {
+            r.key.clone().map(String::into_bytes)
+        })
+        .to("out", StringSerde, StringSerde);
+    b.build().expect("the bench topology builds")
+}
+
+fn driver(t: &Topology, dir: &std::path::Path) -> TopologyTestDriver {
+    TopologyTestDriver::with_stores(t, |spec| {
+        Box::new(
+            RocksDbStore::open(&spec.name, dir.join(&spec.name), RocksDbOptions::default())
+                .expect("the store opens"),
+        )
+    })
+}
+
+/// Pipes `n` new keys, one millisecond apart; returns seconds taken.
+fn fill(d: &mut TopologyTestDriver, n: usize) -> f64 {
+    let started = Instant::now();
+    for i in 0..n {
+        let mut r = TestRecord::new(&format!("order-{i:09}"), "{}");
+        r.timestamp = T0 + i as i64;
+        d.pipe(r).expect("a new key passes");
+        if i % 100_000 == 0 {
+            let _ = d.read_output("out"); // keep the driver's buffer small
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn per(secs: f64, n: usize) -> String {
+    let us = secs * 1e6 / n.max(1) as f64;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.2} µs")
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("WEIR_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 2_000 });
+    let work = tempfile::tempdir().expect("a temp dir");
+
+    let plain = topology(None);
+    let mut d = driver(&plain, &work.path().join("plain"));
+    let no_retention = fill(&mut d, n);
+    drop(d);
+
+    let dir = work.path().join("retained");
+    let t = topology(Some(RETENTION));
+    let mut d = driver(&t, &dir);
+    let with_retention = fill(&mut d, n);
+    assert_eq!(
+        d.store_len("seen"),
+        2 * n as u64,
+        "a key and its index entry"
+    );
+
+    // Nothing has expired yet: the pass reads one index entry and stops.
+    let idle_passes = 1000;
+    let started = Instant::now();
+    for _ in 0..idle_passes {
+        d.punctuate(T0 + n as i64).expect("an idle pass");
+    }
+    let idle = started.elapsed().as_secs_f64();
+    assert_eq!(d.store_len("seen"), 2 * n as u64);
+    drop(d);
+
+    // What a scan-based expiry would pay on every commit.
+    let store = RocksDbStore::open("seen", dir.join("seen"), RocksDbOptions::default())
+        .expect("the store reopens");
+    let started = Instant::now();
+    let mut scanned = 0u64;
+    store
+        .scan_from(b"", &mut |_, _| {
+            scanned += 1;
+            true
+        })
+        .expect("a full scan");
+    let scan = started.elapsed().as_secs_f64();
+    drop(store);
+
+    // Everything expires.
+    let mut d = driver(&t, &dir);
+    let now = T0 + RETENTION.as_millis() as i64 + n as i64 + 1;
+    let started = Instant::now();
+    let mut passes = 0;
+    while d.store_len("seen") > 0 {
+        d.punctuate(now).expect("an expiry pass");
+        passes += 1;
+        assert!(passes <= n / EXPIRY_BUDGET + 2, "expiry makes progress");
+    }
+    let expiry = started.elapsed().as_secs_f64();
+    let tombstones = d.changelog("seen").iter().filter(|c| c.1.is_none()).count();
+    assert_eq!(
+        tombstones,
+        2 * n,
+        "a tombstone for each key and index entry"
+    );
+
+    println!("# dedup retention cost (RocksDB, {n} keys, commit after every record)\n");
+    println!("| measurement | total | per unit |");
+    println!("|---|---:|---:|");
+    println!(
+        "| new key, no retention | {no_retention:.2} s | {} per key |",
+        per(no_retention, n)
+    );
+    println!(
+        "| new key, with retention (data + time index) | {with_retention:.2} s | {} per key |",
+        per(with_retention, n)
+    );
+    println!("| expiry pass, nothing expired (every commit) | {idle:.3} s / {idle_passes} | {} per pass |", per(idle, idle_passes));
+    println!(
+        "| expiring all keys ({passes} passes of ≤ {EXPIRY_BUDGET}) | {expiry:.2} s | {} per key |",
+        per(expiry, n)
+    );
+    println!(
+        "| full scan of the store (index-less expiry, per commit) | {scan:.3} s | {} entries |",
+        scanned
+    );
+}
