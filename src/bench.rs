@@ -46,9 +46,25 @@ pub enum BenchError {
     Topic(String, String),
 }
 
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Step {
+    /// The raw consume → produce pipe (the reference for throughput ratios).
+    Raw,
+    /// The Inventory job, at-least-once.
+    Alo,
+    /// The Inventory job, exactly-once.
+    Eos,
+    /// Restore of the at-least-once run's store vs a raw changelog read
+    /// (needs `alo`).
+    Restore,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
+    /// Which measurements to take.
+    pub steps: Vec<Step>,
     /// Bootstrap servers.
     pub brokers: String,
     /// Which broker that is, for the report.
@@ -143,37 +159,51 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
     )?;
     let total = manifest.sent as u64;
     let mut rows = Vec::new();
+    let on = |step| cfg.steps.contains(&step);
 
-    progress("raw pipe");
-    let raw = raw_pipe(cfg, total)?;
-    rows.push(row(
-        "raw consume → produce pipe (the limit)",
-        total,
-        raw,
-        None,
-    ));
-
-    for (m, g) in [
-        ("alo", Guarantee::AtLeastOnce),
-        ("eos", Guarantee::ExactlyOnce),
-    ] {
-        progress(&format!("weir {g}"));
-        let secs = weir_run(cfg, m, g, total, true)?;
-        rows.push(row(&format!("weir inventory, {g}"), total, secs, Some(raw)));
+    let mut raw = None;
+    if on(Step::Raw) {
+        progress("raw pipe");
+        let secs = raw_pipe(cfg, total)?;
+        rows.push(row(
+            "raw consume → produce pipe (the limit)",
+            total,
+            secs,
+            None,
+        ));
+        raw = Some(secs);
     }
 
-    progress("raw changelog read");
-    let (changelog, read) = raw_read(cfg, "bench-alo-dedup-changelog")?;
-    rows.push(row("raw read of the changelog", changelog, read, None));
-    progress("restore");
-    let _ = std::fs::remove_dir_all(cfg.work_dir.join("alo"));
-    let restore = restore_run(cfg)?;
-    rows.push(row(
-        "weir restore from the changelog (empty state)",
-        changelog,
-        restore,
-        Some(read),
-    ));
+    for (step, m, g) in [
+        (Step::Alo, "alo", Guarantee::AtLeastOnce),
+        (Step::Eos, "eos", Guarantee::ExactlyOnce),
+    ] {
+        if on(step) {
+            progress(&format!("weir {g}"));
+            let secs = weir_run(cfg, m, g, total, true)?;
+            rows.push(row(&format!("weir inventory, {g}"), total, secs, raw));
+        }
+    }
+
+    if on(Step::Restore) {
+        if !on(Step::Alo) {
+            return Err(BenchError::Job(
+                "the restore step rebuilds the at-least-once run's store: add the alo step".into(),
+            ));
+        }
+        progress("raw changelog read");
+        let (changelog, read) = raw_read(cfg, "bench-alo-dedup-changelog")?;
+        rows.push(row("raw read of the changelog", changelog, read, None));
+        progress("restore");
+        let _ = std::fs::remove_dir_all(cfg.work_dir.join("alo"));
+        let restore = restore_run(cfg)?;
+        rows.push(row(
+            "weir restore from the changelog (empty state)",
+            changelog,
+            restore,
+            Some(read),
+        ));
+    }
 
     Ok(Report {
         broker: cfg.broker_name.clone(),

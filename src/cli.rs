@@ -202,6 +202,14 @@ pub struct BenchArgs {
     /// Longest any step may take, in seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout_secs: u64,
+    /// Which measurements to take (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "raw,alo,eos,restore"
+    )]
+    pub steps: Vec<weir::bench::Step>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     });
     let work = tempfile::tempdir().context("creating a work directory")?;
     let mut cfg = BenchConfig {
+        steps: args.steps.clone(),
         brokers: String::new(),
         broker_name: String::new(),
         orders: args.orders,
