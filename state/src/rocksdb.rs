@@ -147,6 +147,24 @@ impl RocksDbStore {
         self.db.as_ref().expect("store is open outside of wipe")
     }
 
+    /// RocksDB's own account of its memory, in bytes: (block cache in use,
+    /// of which pinned; memtables; table readers outside the cache).
+    pub fn memory_usage(&self) -> [(&'static str, u64); 4] {
+        let p = |name: &str| {
+            self.db()
+                .property_int_value(name)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        [
+            ("block cache", p("rocksdb.block-cache-usage")),
+            ("pinned in cache", p("rocksdb.block-cache-pinned-usage")),
+            ("memtables", p("rocksdb.cur-size-all-mem-tables")),
+            ("table readers", p("rocksdb.estimate-table-readers-mem")),
+        ]
+    }
+
     /// The directory of this store partition.
     pub fn path(&self) -> &Path {
         &self.path
