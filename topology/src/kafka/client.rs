@@ -95,7 +95,10 @@ pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> Cli
                 .set("auto.offset.reset", "earliest")
                 .set("enable.partition.eof", "false")
                 .set("fetch.max.bytes", "52428800")
-                .set("max.partition.fetch.bytes", "10485760");
+                .set("max.partition.fetch.bytes", "10485760")
+                // Restore reads records that exist, up to a known end:
+                // waiting at the end of a partition gains nothing.
+                .set("fetch.wait.max.ms", "10");
         }
         Client::Admin => {}
     }
