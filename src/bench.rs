@@ -58,6 +58,9 @@ pub enum Step {
     /// Restore of the at-least-once run's store vs a raw changelog read
     /// (needs `alo`).
     Restore,
+    /// End-to-end latency (p50/p99) at a fixed offered rate, and the peak
+    /// RSS of the job (run as a child process), for both guarantees.
+    Latency,
 }
 
 /// What to run.
@@ -77,6 +80,36 @@ pub struct BenchConfig {
     pub work_dir: std::path::PathBuf,
     /// Longest any step may take.
     pub timeout: Duration,
+    /// The `weir` executable (the latency step runs the job as a child
+    /// process, to measure its memory alone).
+    pub weir_exe: std::path::PathBuf,
+    /// Offered rate for the latency step when no throughput was measured
+    /// in the same run (otherwise half of each guarantee's measured rate).
+    pub latency_rate: f64,
+    /// How long the latency step offers load, per guarantee.
+    pub latency_seconds: f64,
+    /// Client settings for the jobs (`-X` style), e.g. for a broker that
+    /// needs them; reported with the results.
+    pub job_kafka: Vec<(String, String)>,
+}
+
+/// End-to-end latency at a fixed offered rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    /// Which guarantee.
+    pub guarantee: String,
+    /// Offered input records per second.
+    pub offered_rate: f64,
+    /// Confirmations measured.
+    pub records: u64,
+    /// Median input timestamp → confirmation readable by a consumer, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Worst, ms.
+    pub max_ms: f64,
+    /// Peak resident memory of the job process (VmHWM), MiB.
+    pub peak_rss_mib: f64,
 }
 
 /// One measured figure.
@@ -107,6 +140,10 @@ pub struct Report {
     pub partitions: i32,
     /// The figures.
     pub rows: Vec<Row>,
+    /// Latency at a fixed rate, per guarantee.
+    pub latency: Vec<LatencyRow>,
+    /// Client settings the jobs ran with.
+    pub job_kafka: Vec<String>,
 }
 
 /// Topics the benchmark needs, for the caller to create: (name, partitions).
@@ -116,10 +153,13 @@ pub fn topics(cfg: &BenchConfig) -> Vec<(String, i32)> {
         ("bench-in".to_string(), p),
         ("bench-raw-out".to_string(), p),
     ];
-    for m in ["alo", "eos"] {
+    for m in ["alo", "eos", "lat-alo", "lat-eos"] {
         t.push((format!("bench-{m}-confirmed"), p));
         t.push((format!("bench-{m}-dlq"), 1));
         t.push((format!("bench-{m}-dedup-changelog"), p));
+    }
+    for m in ["lat-alo", "lat-eos"] {
+        t.push((format!("bench-{m}-in"), p));
     }
     t
 }
@@ -174,6 +214,7 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
         raw = Some(secs);
     }
 
+    let mut max_rate = std::collections::HashMap::new();
     for (step, m, g) in [
         (Step::Alo, "alo", Guarantee::AtLeastOnce),
         (Step::Eos, "eos", Guarantee::ExactlyOnce),
@@ -182,6 +223,7 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
             progress(&format!("weir {g}"));
             let secs = weir_run(cfg, m, g, total, true)?;
             rows.push(row(&format!("weir inventory, {g}"), total, secs, raw));
+            max_rate.insert(m, total as f64 / secs);
         }
     }
 
@@ -213,12 +255,30 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
         ));
     }
 
+    let mut latency = Vec::new();
+    if on(Step::Latency) {
+        for (m, g) in [
+            ("alo", Guarantee::AtLeastOnce),
+            ("eos", Guarantee::ExactlyOnce),
+        ] {
+            let rate = max_rate.get(m).map(|r| r / 2.0).unwrap_or(cfg.latency_rate);
+            progress(&format!("latency, {g}, {rate:.0} records/s"));
+            latency.push(latency_run(cfg, m, g, rate)?);
+        }
+    }
+
     Ok(Report {
         broker: cfg.broker_name.clone(),
         machine: machine(),
         input_records: total,
         partitions: cfg.partitions,
         rows,
+        latency,
+        job_kafka: cfg
+            .job_kafka
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
     })
 }
 
@@ -292,6 +352,7 @@ fn job_config(cfg: &BenchConfig, mode: &str, g: Guarantee) -> JobConfig {
         Guarantee::ExactlyOnce => Duration::from_millis(100),
         Guarantee::AtLeastOnce => Duration::from_secs(1),
     };
+    j.kafka = cfg.job_kafka.clone();
     j.topics = InventoryTopics {
         input: "bench-in".into(),
         confirmed: format!("bench-{mode}-confirmed"),
@@ -364,6 +425,175 @@ fn restore_run(cfg: &BenchConfig) -> Result<RestoreTimes, BenchError> {
     Ok(times)
 }
 
+/// Runs the job as a child process, offers orders at `rate` for the
+/// configured time, and measures each confirmation's age (its input's
+/// timestamp to the moment a consumer reads it) and the job's peak RSS.
+fn latency_run(
+    cfg: &BenchConfig,
+    mode: &str,
+    g: Guarantee,
+    rate: f64,
+) -> Result<LatencyRow, BenchError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let app = format!("bench-lat-{mode}");
+    let confirmed = format!("{app}-confirmed");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| BenchError::Job(format!("no free port: {e}")))?;
+    let g_arg = match g {
+        Guarantee::ExactlyOnce => "exactly-once",
+        Guarantee::AtLeastOnce => "at-least-once",
+    };
+    let mut child = std::process::Command::new(&cfg.weir_exe)
+        .args(["run", "--brokers", &cfg.brokers, "--application-id", &app])
+        .args(["--input-topic", &format!("{app}-in")])
+        .args([
+            "--output-topic",
+            &confirmed,
+            "--dlq-topic",
+            &format!("{app}-dlq"),
+        ])
+        .args(["--guarantee", g_arg, "--log", "warn"])
+        .args(
+            cfg.job_kafka
+                .iter()
+                .flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")]),
+        )
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(cfg.work_dir.join(&app))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| BenchError::Job(format!("starting {}: {e}", cfg.weir_exe.display())))?;
+    let result = (|| {
+        let started = Instant::now();
+        while !ready(port) {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Err(BenchError::Job(format!("the job exited: {s}")));
+            }
+            if started.elapsed() > cfg.timeout {
+                return Err(BenchError::Timeout(
+                    "the latency job's start".into(),
+                    cfg.timeout,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let expected = Arc::new(AtomicUsize::new(usize::MAX));
+        let reader = {
+            let (brokers, topic, expected) =
+                (cfg.brokers.clone(), confirmed.clone(), expected.clone());
+            let timeout = cfg.timeout;
+            std::thread::spawn(move || read_ages(&brokers, &topic, &expected, timeout))
+        };
+        let records = (rate * cfg.latency_seconds).max(100.0);
+        let manifest = load::run(
+            &LoadConfig {
+                orders: (records / 1.21) as usize,
+                duplicate_ratio: 0.1,
+                resend_ratio: 0.1,
+                poison_ratio: 0.01,
+                rate,
+                seed: 2,
+            },
+            &cfg.brokers,
+            &format!("{app}-in"),
+            |_| {},
+        )?;
+        expected.store(manifest.unique_orders, Ordering::SeqCst);
+        let mut ages = reader
+            .join()
+            .map_err(|_| BenchError::Job("the latency reader panicked".into()))??;
+        let peak = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        ages.sort_by(f64::total_cmp);
+        let pct = |p: f64| ages[((ages.len() as f64 * p) as usize).min(ages.len() - 1)];
+        Ok(LatencyRow {
+            guarantee: g.to_string(),
+            offered_rate: rate,
+            records: ages.len() as u64,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            max_ms: ages.last().copied().unwrap_or(0.0),
+            peak_rss_mib: peak / 1024.0,
+        })
+    })();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    result
+}
+
+/// `GET /ready` answers 200.
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    s.read(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// Reads `topic` (committed records only) until `expected` records came;
+/// returns each one's age in ms when read.
+fn read_ages(
+    brokers: &str,
+    topic: &str,
+    expected: &std::sync::atomic::AtomicUsize,
+    timeout: Duration,
+) -> Result<Vec<f64>, BenchError> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    // Assigned, not subscribed: reading starts now, with no group join
+    // that would age the first confirmations.
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let started = Instant::now();
+    let mut ages = Vec::new();
+    while ages.len() < expected.load(std::sync::atomic::Ordering::SeqCst) {
+        if started.elapsed() > timeout {
+            return Err(BenchError::Timeout(format!("reading {topic}"), timeout));
+        }
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            let m = m?;
+            if let Some(ts) = m.timestamp().to_millis() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .unwrap_or(0.0);
+                ages.push(now - ts as f64);
+            }
+        }
+    }
+    Ok(ages)
+}
+
 /// Reads a whole topic as fast as a bare consumer can: (records, seconds).
 fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
     let c: BaseConsumer = ClientConfig::new()
@@ -399,10 +629,19 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
 /// The report as a markdown table.
 pub fn markdown(r: &Report) -> String {
     let mut s = format!(
-        "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison).\n\n| measurement | records | seconds | records/s | ratio |\n|---|---:|---:|---:|---:|\n",
+        "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison).\n\n",
         r.broker, r.machine, r.input_records, r.partitions
     );
-    for row in &r.rows {
+    if !r.job_kafka.is_empty() {
+        s.push_str(&format!(
+            "Job client settings: `{}`.\n\n",
+            r.job_kafka.join("`, `")
+        ));
+    }
+    s.push_str(
+        "| measurement | records | seconds | records/s | ratio |\n|---|---:|---:|---:|---:|\n",
+    );
+    for row in r.rows.iter() {
         let ratio = row
             .ratio
             .map(|x| format!("{x:.2}×"))
@@ -411,6 +650,21 @@ pub fn markdown(r: &Report) -> String {
             "| {} | {} | {:.2} | {:.0} | {ratio} |\n",
             row.name, row.records, row.seconds, row.rate
         ));
+    }
+    if !r.latency.is_empty() {
+        s.push_str("\nEnd-to-end latency (input timestamp → confirmation read by a `read_committed` consumer) at a fixed offered rate; the job runs as a child process:\n\n| guarantee | offered records/s | confirmations | p50 ms | p99 ms | max ms | job peak RSS |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        for l in &r.latency {
+            s.push_str(&format!(
+                "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.0} MiB |\n",
+                l.guarantee,
+                l.offered_rate,
+                l.records,
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms,
+                l.peak_rss_mib
+            ));
+        }
     }
     s
 }

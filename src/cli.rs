@@ -207,9 +207,16 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "raw,alo,eos,restore"
+        default_value = "raw,alo,eos,restore,latency"
     )]
     pub steps: Vec<weir::bench::Step>,
+    /// Offered records/s for the latency step when the same run measured no
+    /// throughput (otherwise half of each guarantee's measured rate).
+    #[arg(long, default_value_t = 5000.0)]
+    pub latency_rate: f64,
+    /// Seconds of load per guarantee in the latency step.
+    #[arg(long, default_value_t = 10.0)]
+    pub latency_seconds: f64,
 }
 
 #[derive(Debug, Subcommand)]

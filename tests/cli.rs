@@ -275,7 +275,8 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     let out = dir.path().join("results");
     let table = run_ok(
         weir()
-            .args(["bench", "--orders", "3000", "--partitions", "4", "--out"])
+            .args(["bench", "--orders", "3000", "--partitions", "4"])
+            .args(["--latency-seconds", "1", "--latency-rate", "2000", "--out"])
             .arg(&out),
     );
     for row in [
@@ -283,14 +284,25 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
         "weir inventory, at-least-once",
         "weir inventory, exactly-once",
         "raw read of the changelog",
-        "weir restore from the changelog (empty state)",
+        "weir restore from the changelog (empty state; assignment → running)",
+        "weir start → running, restore included",
+        "| at-least-once |",
+        "| exactly-once |",
     ] {
         assert!(table.contains(row), "{row} missing:\n{table}");
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["input_records"], 3000 + 300 + 300 + 30);
-    assert_eq!(json["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 6);
+    let latency = json["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 2);
+    for l in latency {
+        // Every confirmation of the offered load came back, with an age.
+        assert!(l["records"].as_u64().unwrap() > 0, "{l}");
+        assert!(l["p99_ms"].as_f64().unwrap() >= l["p50_ms"].as_f64().unwrap());
+        assert!(l["peak_rss_mib"].as_f64().unwrap() > 1.0, "{l}");
+    }
     assert!(json["rows"]
         .as_array()
         .unwrap()

@@ -25,6 +25,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         partitions,
         work_dir: work.path().to_path_buf(),
         timeout: Duration::from_secs(args.timeout_secs),
+        weir_exe: std::env::current_exe().context("finding the weir executable")?,
+        latency_rate: args.latency_rate,
+        latency_seconds: args.latency_seconds,
+        job_kafka: Vec::new(),
     };
     let _embedded = match &args.brokers {
         Some(b) => {
@@ -52,6 +56,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let b = EmbeddedBroker::start(1, &specs)?;
             cfg.brokers = b.bootstrap_servers().to_string();
             cfg.broker_name = "the embedded broker (librdkafka mock cluster, in-process)".into();
+            // The mock holds every fetch for fetch.wait.max.ms (500 ms by
+            // default) even when records arrive meanwhile; a Kafka broker
+            // answers as soon as it has them. Without this the latency
+            // figures would measure the mock.
+            // It also holds a group's rejoin (the restore step restarts a
+            // job) for the last member's session timeout, 45 s by default.
+            cfg.job_kafka = vec![
+                ("consumer.fetch.wait.max.ms".into(), "10".into()),
+                ("consumer.session.timeout.ms".into(), "6000".into()),
+            ];
             Some(b)
         }
     };
