@@ -43,6 +43,22 @@ fn non_empty_str<'a>(v: &'a Value, field: &str) -> Result<&'a str, ProcessError>
 
 /// Checks every rule; `key` is the record key (it must equal the orderId).
 pub fn validate(key: Option<&str>, event: &Value) -> Result<ValidOrder, ProcessError> {
+    let mut order = check(key, event)?;
+    order.data = event.get("data").cloned().unwrap_or_default();
+    Ok(order)
+}
+
+/// [`validate`] that takes the event, so `data` moves instead of being
+/// copied (the job's hot path: a copy of every order's object was ~10% of
+/// its time).
+pub fn validate_owned(key: Option<&str>, mut event: Value) -> Result<ValidOrder, ProcessError> {
+    let mut order = check(key, &event)?;
+    order.data = event.get_mut("data").map(Value::take).unwrap_or_default();
+    Ok(order)
+}
+
+/// Every rule; the order's `data` is left `Null` for the caller to fill.
+fn check(key: Option<&str>, event: &Value) -> Result<ValidOrder, ProcessError> {
     match event.get("eventType") {
         Some(Value::String(t)) if t == ORDER_RECEIVED => {}
         Some(Value::String(t)) => {
@@ -167,6 +183,6 @@ pub fn validate(key: Option<&str>, event: &Value) -> Result<ValidOrder, ProcessE
         item_count: items.len(),
         total,
         currency,
-        data: data.clone(),
+        data: Value::Null,
     })
 }
