@@ -1,0 +1,120 @@
+"""The Inventory job (dedup + route) written with Quix Streams, for `weir bench`'s
+side-by-side figures. Same input, same shape of work: decode JSON, validate,
+drop orderIds seen before (RocksDB state with a changelog topic), confirmed
+orders to one topic, undecodable/invalid ones to a dead-letter topic.
+
+    python3 bench/peers/quix_inventory.py --brokers HOST:PORT \
+        --guarantee exactly-once --expect N --out result.json
+
+Runs until it has processed N input records, then prints and writes
+{"records": N, "seconds": ..., "rate": ...} (start-up included, as for Weir).
+Quix Streams creates its changelog topics through the Admin API and reads
+the source topic's retention.ms back, so the broker must have both (nisshi
+does once the topic has retention.ms set: `weir topics create --retention-ms`).
+"""
+
+import argparse
+import json
+import tempfile
+import time
+
+from quixstreams import Application
+
+p = argparse.ArgumentParser()
+p.add_argument("--brokers", required=True)
+p.add_argument("--input", default="bench-in")
+p.add_argument("--guarantee", choices=["exactly-once", "at-least-once"], required=True)
+p.add_argument("--expect", type=int, required=True, help="input records to process")
+p.add_argument("--out")
+args = p.parse_args()
+
+mode = "eos" if args.guarantee == "exactly-once" else "alo"
+started = time.monotonic()
+app = Application(
+    broker_address=args.brokers,
+    consumer_group=f"quix-inventory-{mode}",
+    auto_offset_reset="earliest",
+    processing_guarantee=args.guarantee,
+    commit_interval=0.1 if mode == "eos" else 1.0,
+    state_dir=tempfile.mkdtemp(prefix="quix-state-"),
+    loglevel="WARNING",
+)
+source = app.topic(args.input, key_deserializer="bytes", value_deserializer="bytes")
+confirmed = app.topic(f"quix-{mode}-confirmed", key_serializer="bytes", value_serializer="bytes")
+dead = app.topic(f"quix-{mode}-dlq", key_serializer="bytes", value_serializer="json")
+
+seen_records = 0
+
+
+def invalid(event):
+    """The Inventory job's validity rules that decide routing."""
+    if not isinstance(event, dict) or event.get("eventType") != "OrderReceived":
+        return "eventType"
+    if event.get("version") != 1:
+        return "version"
+    data = event.get("data")
+    if not isinstance(data, dict):
+        return "data"
+    order_id = data.get("orderId")
+    if not isinstance(order_id, str) or not order_id:
+        return "data.orderId"
+    items = data.get("items")
+    if not isinstance(items, list) or not items:
+        return "data.items"
+    total = 0.0
+    for item in items:
+        if not isinstance(item, dict):
+            return "data.items[]"
+        q, price = item.get("quantity"), item.get("price")
+        if not isinstance(q, int) or isinstance(q, bool) or q < 1:
+            return "quantity"
+        if not isinstance(price, (int, float)) or isinstance(price, bool) or price < 0:
+            return "price"
+        total += q * price
+    if total > 1_000_000:
+        return "total"
+    return None
+
+
+def route(value, state):
+    global seen_records
+    seen_records += 1
+    if seen_records >= args.expect:
+        app.stop()
+    if value is None:
+        return {"to": "dead", "error": "deserialization: no value", "original": None}
+    try:
+        event = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as e:
+        return {"to": "dead", "error": f"deserialization: {e}", "original": value.decode("latin-1")}
+    why = invalid(event)
+    if why is not None:
+        return {"to": "dead", "error": f"validation: {why}", "original": value.decode("latin-1")}
+    order_id = event["data"]["orderId"]
+    if state.get(order_id) is not None:
+        return {"to": "drop"}
+    state.set(order_id, 1)
+    return {"to": "ok", "value": value}
+
+
+sdf = app.dataframe(source)
+sdf = sdf.apply(route, stateful=True)
+sdf = sdf.filter(lambda v: v["to"] != "drop")
+ok = sdf.filter(lambda v: v["to"] == "ok")
+ok.apply(lambda v: v["value"]).to_topic(confirmed)
+bad = sdf.filter(lambda v: v["to"] == "dead")
+bad.to_topic(dead)
+
+app.run()
+seconds = time.monotonic() - started
+result = {
+    "peer": "quixstreams",
+    "guarantee": args.guarantee,
+    "records": seen_records,
+    "seconds": seconds,
+    "rate": seen_records / seconds,
+}
+print(json.dumps(result))
+if args.out:
+    with open(args.out, "w") as f:
+        json.dump(result, f)
