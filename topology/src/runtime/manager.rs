@@ -431,8 +431,13 @@ impl TaskManager {
     /// (fenced by a newer instance, or another fatal error): whatever
     /// operation noticed it, the cure is a new producer, not a stop.
     pub fn fenced_or(&self, e: TopologyError) -> TopologyError {
+        use rdkafka::types::RDKafkaErrorCode::{InvalidProducerEpoch, ProducerFenced};
         let fatal = self.producer.client().fatal_error();
-        let txn_fatal = matches!(&e, TopologyError::Kafka { source: rdkafka::error::KafkaError::Transaction(t), .. } if t.is_fatal());
+        // librdkafka reports a fencing first as an *abortable* error and,
+        // after the abort, bumps the epoch — fencing the other instance in
+        // turn. A fenced producer must not fight on: treat it as dead now.
+        let txn_fatal = matches!(&e, TopologyError::Kafka { source: rdkafka::error::KafkaError::Transaction(t), .. }
+            if t.is_fatal() || matches!(t.code(), ProducerFenced | InvalidProducerEpoch));
         match (e, fatal) {
             (e @ TopologyError::ProducerFenced(_), _) => e,
             (e, Some((code, why))) => {
