@@ -386,16 +386,7 @@ fn survivors_take_over_a_killed_instance_and_restore_its_state() {
         std::panic::catch_unwind(|| wait_committed_for(&b, "inventory", Duration::from_secs(120)));
     if let Err(e) = caught_up {
         for (_, log, _) in &jobs {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.contains("order confirmed") && !l.contains("dead-letter"))
-                .collect();
-            eprintln!(
-                "{}:\n{}",
-                log.display(),
-                tail[tail.len().saturating_sub(25)..].join("\n")
-            );
+            print_log_tail(log);
         }
         std::panic::resume_unwind(e);
     }
