@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use common::process::*;
 use common::*;
-use serde_json::Value;
+use weir::load::Manifest;
 
 /// These tests each run several processes; on a 2-core machine they run
 /// one at a time so their timing stays representative.
@@ -155,29 +155,14 @@ fn verify(
     aborted: &BTreeSet<(String, u64)>,
     exactly_once: bool,
 ) {
-    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
-    let expected: BTreeSet<String> = manifest["confirmed"]
-        .as_array()
-        .unwrap()
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let expected: BTreeSet<String> = manifest.confirmed.iter().cloned().collect();
+    let poison: BTreeSet<(i64, i64)> = manifest
+        .poison
         .iter()
-        .map(|v| v.as_str().unwrap().to_string())
+        .map(|p| (i64::from(p.partition), p.offset))
         .collect();
-    let poison: BTreeSet<(i64, i64)> = manifest["poison"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["partition"].as_i64().unwrap(),
-                p["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert!(
-        expected.len() >= 20_000
-            && manifest["redeliveries"].as_u64().unwrap() + manifest["resends"].as_u64().unwrap()
-                >= 4000
-    );
+    assert!(expected.len() >= 20_000 && manifest.redeliveries + manifest.resends >= 4000);
     let o = outputs(b);
     // Strict on a real Kafka: it hides aborted and unfinished transactions.
     let strict = std::env::var("WEIR_EOS_STRICT").is_ok_and(|v| v == "1")

@@ -12,6 +12,7 @@ use common::process::*;
 use common::*;
 use rdkafka::Message;
 use serde_json::{json, Value};
+use weir::load::Manifest;
 use weir::orders::{router, OrderService, OrdersConfig};
 
 /// The Order service in-process on a free port, publishing to `brokers`.
@@ -203,32 +204,19 @@ fn the_load_manifest_matches_what_the_job_produces() {
         stdout.contains("unique orders") && stdout.contains("1500"),
         "{stdout}"
     );
-    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    assert_eq!(manifest["sent"], 1500 + 225 + 150 + 45);
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest.sent, 1500 + 225 + 150 + 45);
     wait_committed(&b, "inventory");
 
-    let expected: BTreeSet<String> = manifest["confirmed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let expected: BTreeSet<String> = manifest.confirmed.iter().cloned().collect();
     let got = confirmations(&b);
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), expected);
     assert!(got.values().all(|n| *n == 1));
-    let expected_dead: BTreeMap<(i64, i64), String> = manifest["poison"]
-        .as_array()
-        .unwrap()
+    let expected_dead: BTreeMap<(i64, i64), String> = manifest
+        .poison
         .iter()
-        .map(|p| {
-            (
-                (
-                    p["partition"].as_i64().unwrap(),
-                    p["offset"].as_i64().unwrap(),
-                ),
-                p["kind"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|p| ((i64::from(p.partition), p.offset), p.kind.clone()))
         .collect();
     let got_dead: BTreeMap<(i64, i64), String> = read_all(&b, DLQ)
         .iter()
