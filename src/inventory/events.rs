@@ -81,7 +81,7 @@ impl OrderReceived {
 
 /// The `OrderConfirmed` envelope. `data` is the input's `data` object as
 /// received (fields Weir does not know are kept).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderConfirmed {
     /// UUIDv5 of the source eventId: the same input always confirms with the same id.
@@ -96,8 +96,8 @@ pub struct OrderConfirmed {
     pub correlation_id: String,
     /// The source eventId.
     pub causation_id: String,
-    /// The order.
-    pub data: serde_json::Value,
+    /// The order: the input's `data` JSON text, unchanged.
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 /// The deterministic eventId of the event caused by `source_event_id`.

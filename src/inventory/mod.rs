@@ -1,6 +1,7 @@
 //! The Inventory job: confirm each order once, dead-letter everything else.
 //!
 //! - [`events`]: the contracts (`OrderReceived`, `OrderConfirmed`).
+//! - [`received`]: decoding the input (a typed fast path, JSON objects otherwise).
 //! - [`validate`]: the validity rules.
 //! - [`dead_letter`]: the `OrderProcessingFailed` envelope.
 //! - [`topology`]: the wiring.
@@ -8,6 +9,7 @@
 
 pub mod dead_letter;
 pub mod events;
+pub mod received;
 pub mod samples;
 pub mod topology;
 pub mod validate;

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use weir_topology::record::Record;
 use weir_topology::{
-    JsonObjectSerde, JsonSerde, ProcessError, StoreSpec, StringSerde, Topology, TopologyBuilder,
-    TopologyError,
+    JsonSerde, ProcessError, StoreSpec, StringSerde, Topology, TopologyBuilder, TopologyError,
 };
 
 use super::dead_letter::InventoryDeadLetters;
 use super::events::{derived_event_id, now_rfc3339, OrderConfirmed, ORDER_CONFIRMED};
-use super::validate::{validate_owned, ValidOrder};
+use super::received::{ReceivedEvent, ReceivedSerde};
+use super::validate::{validate_received, ValidOrder};
 
 /// The dedup store's name; its changelog is `<application-id>-dedup-changelog`.
 pub const DEDUP_STORE: &str = "dedup";
@@ -68,14 +68,14 @@ pub fn inventory_topology_with(
             application_id: application_id.to_string(),
         },
     );
-    b.source(&topics.input, StringSerde, JsonObjectSerde)
-        .try_map("validate", |mut r: Record<String, serde_json::Value>| {
+    b.source(&topics.input, StringSerde, ReceivedSerde)
+        .try_map("validate", |mut r: Record<String, ReceivedEvent>| {
             let Some(value) = r.value.take() else {
                 return Err(ProcessError::deserialization(
                     "value is null (a tombstone is not an order)",
                 ));
             };
-            let order = validate_owned(r.key.as_deref(), value)?;
+            let order = validate_received(r.key.as_deref(), value)?;
             Ok(r.with_value(Some(order)))
         })
         .dedup_with_retention(
