@@ -217,6 +217,10 @@ pub struct BenchArgs {
     /// Seconds of load per guarantee in the latency step.
     #[arg(long, default_value_t = 10.0)]
     pub latency_seconds: f64,
+    /// librdkafka setting for the benchmarked jobs, repeatable, as in
+    /// `weir run -X` (e.g. `-X producer.linger.ms=20`); listed with the results.
+    #[arg(short = 'X', value_parser = parse_kv, value_name = "KEY=VALUE")]
+    pub kafka: Vec<(String, String)>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,6 +69,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             Some(b)
         }
     };
+    cfg.job_kafka.extend(args.kafka.iter().cloned());
     eprintln!(
         "weir bench: {} orders, {partitions} partitions, on {}",
         args.orders, cfg.broker_name

@@ -227,6 +227,10 @@ pub(crate) fn commit(
                 .send_offsets_to_transaction(&tpl, &cgm, timeout)
                 .map_err(kafka("send offsets to transaction"))?;
         }
+        // Our flush first: rust-rdkafka's commit_transaction flushes with
+        // `Producer::flush`, which costs ≥ 100 ms with a threaded producer
+        // (see `producer::flush`) — half of a 100 ms commit interval.
+        producer::flush(producer, timeout)?;
         producer
             .commit_transaction(timeout)
             .map_err(kafka("commit transaction"))?;
