@@ -167,7 +167,7 @@ fn a_job_process_on_a_broker_process_serves_exact_metrics_and_stops_cleanly_on_s
             &body,
             "weir_records_produced_total{topic=\"inventory-dedup-changelog\"}"
         ),
-        Some(40.0),
+        Some(20.0),
         "{body}"
     );
     assert!(body.contains("# HELP weir_duplicates_total"), "{body}");

@@ -11,16 +11,23 @@
 //! The overlay also collapses repeated writes to a key within an interval,
 //! so the changelog carries one record per key per commit (Kafka Streams'
 //! caching layer does the same).
+//!
+//! Local writes ([`StoreTransaction::put_local`]) commit with the rest but
+//! are never logged: they are for entries derived from logged ones (an
+//! index), which restore re-derives instead of reading them back. A key is
+//! written either always logged or always local.
 
 use std::collections::HashMap;
 
 use crate::{ChangelogSink, KeyValueStore, StateError, WriteBatch};
 
-/// A pending write: the value (`None` deletes) and the input offset that caused it.
+/// A pending write: the value (`None` deletes), the input offset that
+/// caused it, and whether it goes to the changelog.
 #[derive(Debug, Clone)]
 struct Pending {
     value: Option<Vec<u8>>,
     source_offset: i64,
+    logged: bool,
 }
 
 /// A store partition plus the writes of the current, uncommitted interval.
@@ -72,22 +79,31 @@ impl StoreTransaction {
 
     /// Buffers a put caused by the input record at `source_offset`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, source_offset: i64) {
-        self.pending.insert(
-            key,
-            Pending {
-                value: Some(value),
-                source_offset,
-            },
-        );
+        self.write(key, Some(value), source_offset, true);
     }
 
     /// Buffers a delete caused by the input record at `source_offset`.
     pub fn delete(&mut self, key: Vec<u8>, source_offset: i64) {
+        self.write(key, None, source_offset, true);
+    }
+
+    /// Buffers a put that is committed to the store but not logged.
+    pub fn put_local(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.write(key, Some(value), -1, false);
+    }
+
+    /// Buffers a delete that is committed to the store but not logged.
+    pub fn delete_local(&mut self, key: Vec<u8>) {
+        self.write(key, None, -1, false);
+    }
+
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, source_offset: i64, logged: bool) {
         self.pending.insert(
             key,
             Pending {
-                value: None,
+                value,
                 source_offset,
+                logged,
             },
         );
     }
@@ -97,9 +113,9 @@ impl StoreTransaction {
         self.pending.len()
     }
 
-    /// Sends one changelog record per key written in this interval.
+    /// Sends one changelog record per key written (and logged) in this interval.
     pub fn log_changes(&self, sink: &mut dyn ChangelogSink) -> Result<(), StateError> {
-        for (key, p) in &self.pending {
+        for (key, p) in self.pending.iter().filter(|(_, p)| p.logged) {
             sink.send(key, p.value.as_deref(), p.source_offset)?;
         }
         Ok(())
@@ -178,6 +194,20 @@ mod tests {
                 (b"k".to_vec(), Some(b"2".to_vec()), 2)
             ]
         );
+    }
+
+    #[test]
+    fn local_writes_commit_to_the_store_but_never_reach_the_changelog() {
+        let mut tx = StoreTransaction::new(Box::new(MemoryStore::new("s")));
+        tx.put(b"k".to_vec(), b"v".to_vec(), 1);
+        tx.put_local(b"idx".to_vec(), b"".to_vec());
+        tx.delete_local(b"old-idx".to_vec());
+        assert_eq!(tx.get(b"idx").unwrap(), Some(Vec::new()));
+        let mut sink = RecordingSink::default();
+        tx.log_changes(&mut sink).unwrap();
+        assert_eq!(sink.records, vec![(b"k".to_vec(), Some(b"v".to_vec()), 1)]);
+        tx.commit(Some(1)).unwrap();
+        assert_eq!(tx.store().get(b"idx").unwrap(), Some(Vec::new()));
     }
 
     #[test]

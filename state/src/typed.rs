@@ -44,6 +44,19 @@ impl<'a> TypedStore<'a> {
     pub fn delete(&mut self, key: &[u8]) {
         self.tx.delete(key.to_vec(), self.source_offset);
     }
+
+    /// Encodes and writes a value that is not logged (see
+    /// [`StoreTransaction::put_local`]).
+    pub fn put_local<V: Serialize>(&mut self, key: &[u8], value: &V) -> Result<(), StateError> {
+        let bytes = encode(self.tx.name(), value)?;
+        self.tx.put_local(key.to_vec(), bytes);
+        Ok(())
+    }
+
+    /// Deletes a key without logging it.
+    pub fn delete_local(&mut self, key: &[u8]) {
+        self.tx.delete_local(key.to_vec());
+    }
 }
 
 /// Encodes a value the way typed stores do.
@@ -56,14 +69,22 @@ pub fn encode<V: Serialize>(store: &str, value: &V) -> Result<Vec<u8>, StateErro
     })
 }
 
-/// Decodes a value the way typed stores do.
+/// Decodes a value the way typed stores do. The bytes must be exactly one
+/// value: bincode alone also decodes a prefix of other bytes.
 pub fn decode<V: DeserializeOwned>(store: &str, bytes: &[u8]) -> Result<V, StateError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| StateError::Decode {
-            store: store.to_string(),
-            message: e.to_string(),
-        })
+    let err = |message: String| StateError::Decode {
+        store: store.to_string(),
+        message,
+    };
+    let (v, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| err(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(err(format!(
+            "{} bytes left over after the value",
+            bytes.len() - read
+        )));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -97,5 +118,14 @@ mod tests {
         let typed = TypedStore::new(&mut tx, 0);
         let err = typed.get::<String>(b"k").unwrap_err();
         assert!(err.to_string().contains("dedup"), "{err}");
+    }
+
+    #[test]
+    fn bytes_left_after_a_value_are_a_decode_error() {
+        let mut bytes = encode("s", &7u64).unwrap();
+        assert_eq!(decode::<u64>("s", &bytes).unwrap(), 7);
+        bytes.push(0);
+        let err = decode::<u64>("s", &bytes).unwrap_err();
+        assert!(err.to_string().contains("1 bytes left over"), "{err}");
     }
 }

@@ -56,6 +56,11 @@ impl StoreSpec {
     }
 }
 
+/// Derives a store's local entries (see
+/// [`weir_state::StoreTransaction::put_local`]) from one restored changelog
+/// put `(key, value)`, into the batch that applies it.
+pub(crate) type RestoreHook = Arc<dyn Fn(&[u8], &[u8], &mut weir_state::WriteBatch) + Send + Sync>;
+
 /// Where failed records go.
 #[derive(Clone)]
 pub(crate) struct DeadLetterRoute {
@@ -68,6 +73,7 @@ pub(crate) struct Graph {
     nodes: Vec<NodeSpec>,
     source: Option<(usize, String, SourceDecoder)>,
     stores: Vec<StoreSpec>,
+    restore_hooks: HashMap<String, Vec<RestoreHook>>,
     dead_letter: Option<DeadLetterRoute>,
     errors: Vec<String>,
 }
@@ -246,6 +252,7 @@ impl TopologyBuilder {
                 source_topic,
                 decoder,
                 stores: g.stores,
+                restore_hooks: g.restore_hooks,
                 dead_letter: g.dead_letter,
                 sink_topics,
             }),
@@ -266,6 +273,7 @@ pub(crate) struct TopologyInner {
     pub source_topic: String,
     pub decoder: SourceDecoder,
     pub stores: Vec<StoreSpec>,
+    pub restore_hooks: HashMap<String, Vec<RestoreHook>>,
     pub dead_letter: Option<DeadLetterRoute>,
     pub sink_topics: Vec<String>,
 }
@@ -289,6 +297,15 @@ impl Topology {
     /// Declared stores.
     pub fn stores(&self) -> &[StoreSpec] {
         &self.inner.stores
+    }
+
+    /// What restore derives for `store` from each record it applies.
+    pub(crate) fn restore_hooks(&self, store: &str) -> Vec<RestoreHook> {
+        self.inner
+            .restore_hooks
+            .get(store)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The changelog topic of a store: `<application-id>-<store>-changelog`.
@@ -541,6 +558,16 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     pub(crate) fn graph_node(&self) -> (Rc<RefCell<Graph>>, usize) {
         (self.graph.clone(), self.node)
+    }
+
+    /// Registers what restore derives for `store` (an operator's local index).
+    pub(crate) fn add_restore_hook(&self, store: &str, hook: RestoreHook) {
+        self.graph
+            .borrow_mut()
+            .restore_hooks
+            .entry(store.to_string())
+            .or_default()
+            .push(hook);
     }
 
     pub(crate) fn add_node<K2: Data, V2: Data>(

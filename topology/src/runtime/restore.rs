@@ -17,6 +17,10 @@
 //!   the recorded offset (retention, or a broker that drops old data):
 //!   what remains is restored and the gap is logged.
 //!
+//! Entries an operator keeps locally and never logs (the dedup operator's
+//! time index) are derived again from each applied record by the store's
+//! restore hooks, in the same batch.
+//!
 //! What restore trusts, under exactly-once: a changelog record whose
 //! `weir.source.offset` is at or past the input partition's committed
 //! offset belongs to a transaction that never committed (its input offsets
@@ -34,6 +38,7 @@ use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_state::WriteBatch;
 
+use crate::builder::RestoreHook;
 use crate::kafka::client::{config, Client};
 use crate::runtime::commit::HEADER_SOURCE_OFFSET;
 use crate::runtime::task::Task;
@@ -51,6 +56,8 @@ struct Job {
     end: i64,
     restored: u64,
     started: Instant,
+    /// Derive the store's local entries from each applied record.
+    hooks: Vec<RestoreHook>,
 }
 
 pub(crate) struct Restorer {
@@ -154,6 +161,7 @@ impl Restorer {
                 end: high,
                 restored: 0,
                 started: Instant::now(),
+                hooks: task.restore_hooks.get(store).cloned().unwrap_or_default(),
             });
         }
         if any {
@@ -197,7 +205,9 @@ impl Restorer {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + budget;
-        let mut batches: HashMap<usize, WriteBatch> = HashMap::new();
+        // Per job: the batch to apply and how many changelog records it holds
+        // (restore hooks add derived entries to the batch).
+        let mut batches: HashMap<usize, (WriteBatch, u64)> = HashMap::new();
         let mut polled = 0u32;
         loop {
             // The clock and the done-check every 256 records: per record
@@ -242,10 +252,16 @@ impl Restorer {
                     continue;
                 }
             }
-            let batch = batches.entry(idx).or_default();
+            let (batch, records) = batches.entry(idx).or_default();
+            *records += 1;
             let key = m.key().unwrap_or_default().to_vec();
             match m.payload() {
-                Some(v) => batch.put(key, v.to_vec()),
+                Some(v) => {
+                    for hook in &job.hooks {
+                        hook(&key, v, batch);
+                    }
+                    batch.put(key, v.to_vec())
+                }
                 None => batch.delete(key),
             }
             job.restored += 1;
@@ -267,9 +283,8 @@ impl Restorer {
                 }
             }
         }
-        for (idx, mut batch) in batches {
+        for (idx, (mut batch, n)) in batches {
             let job = &self.jobs[idx];
-            let n = batch.ops.len() as u64;
             // Past the last applied record, or past the markers after it.
             batch.set_changelog_offset(job.position);
             let task = tasks
