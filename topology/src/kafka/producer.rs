@@ -21,16 +21,19 @@ pub(crate) const KIND_CHANGELOG: usize = 1;
 /// Delivery opaque of a dead-letter record.
 pub(crate) const KIND_DEAD_LETTER: usize = 2;
 
+/// Maps looked up on every delivery report (by topic): foldhash, not SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct DeliveryState {
     /// The first delivery error since the last check.
     first_error: Option<String>,
     /// Highest delivered offset per changelog topic and partition.
-    changelog_offsets: HashMap<String, HashMap<i32, i64>>,
+    changelog_offsets: FastMap<String, FastMap<i32, i64>>,
     /// Cached counters per topic, so a delivery costs no label allocation.
-    produced: HashMap<String, ::metrics::Counter>,
+    produced: FastMap<String, ::metrics::Counter>,
     /// Cached end-to-end latency histograms per sink topic.
-    latency: HashMap<String, ::metrics::Histogram>,
+    latency: FastMap<String, ::metrics::Histogram>,
 }
 
 /// Producer context that tracks deliveries.
