@@ -44,6 +44,61 @@ use crate::runtime::commit::HEADER_SOURCE_OFFSET;
 use crate::runtime::task::Task;
 use crate::{metrics, StreamsConfig, TopologyError};
 
+/// Where a store partition's restore starts, from the offset the store
+/// recorded and the changelog partition's watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    /// First changelog offset to apply.
+    from: i64,
+    /// The store claims more than the changelog has: wipe it first.
+    wipe: bool,
+    /// Records the store never saw that the changelog no longer has.
+    lost: Option<i64>,
+}
+
+impl Plan {
+    fn new(recorded: Option<i64>, low: i64, high: i64) -> Self {
+        match recorded {
+            // New or lost state: the whole changelog.
+            None => Self {
+                from: low,
+                wipe: false,
+                lost: None,
+            },
+            // Ahead of the changelog's end: another history.
+            Some(r) if r > high => Self {
+                from: low,
+                wipe: true,
+                lost: None,
+            },
+            // Truncated under the recorded offset: what remains.
+            Some(r) if r < low => Self {
+                from: low,
+                wipe: false,
+                lost: Some(low - r),
+            },
+            // The unapplied tail (nothing after a clean stop).
+            Some(r) => Self {
+                from: r,
+                wipe: false,
+                lost: None,
+            },
+        }
+    }
+}
+
+/// Whether restore applies a changelog record written for the input offset
+/// `source` (its `weir.source.offset` header). Under exactly-once
+/// (`trust_below` = the input's committed offset) a record at or past it
+/// belongs to a transaction that never committed. Records without the
+/// header (older writers) are applied.
+fn trusted(source: Option<i64>, trust_below: Option<i64>) -> bool {
+    match (source, trust_below) {
+        (Some(s), Some(limit)) => s < limit,
+        _ => true,
+    }
+}
+
 struct Job {
     partition: i32,
     /// Skip records whose source offset is at or past this (exactly-once).
@@ -105,10 +160,10 @@ impl Restorer {
                 .get_mut(store)
                 .expect("every logged store is open");
             let recorded = tx.store().changelog_offset();
-            let mut from = recorded.unwrap_or(low);
-            if recorded.is_some() && from > high {
+            let plan = Plan::new(recorded, low, high);
+            if plan.wipe {
                 tracing::warn!(
-                    store, partition = p, recorded = from, changelog_end = high,
+                    store, partition = p, recorded, changelog_end = high,
                     "local store is ahead of its changelog (the topic was recreated?): wiping it and rebuilding from the changelog"
                 );
                 tx.store_mut()
@@ -117,19 +172,18 @@ impl Restorer {
                         task: task.core.id.clone(),
                         source,
                     })?;
-                from = low;
             }
-            if from < low {
+            if let Some(lost) = plan.lost {
                 tracing::warn!(
                     store,
                     partition = p,
-                    recorded = from,
+                    recorded,
                     first_available = low,
-                    lost = low - from,
+                    lost,
                     "changelog was truncated below the store's offset: restoring what remains"
                 );
-                from = low;
             }
+            let from = plan.from;
             ::metrics::gauge!(metrics::RESTORE_REMAINING, metrics::LABEL_STORE => store.clone(), metrics::LABEL_PARTITION => p.to_string())
                 .set((high - from).max(0) as f64);
             if from >= high {
@@ -241,13 +295,13 @@ impl Restorer {
                 continue;
             }
             job.position = m.offset() + 1;
-            if let Some(limit) = job.trust_below {
+            if job.trust_below.is_some() {
                 let source = m.headers().and_then(|h| {
                     h.iter()
                         .find(|x| x.key == HEADER_SOURCE_OFFSET)
                         .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse::<i64>().ok())
                 });
-                if source.is_some_and(|s| s >= limit) {
+                if !trusted(source, job.trust_below) {
                     job.skipped += 1;
                     continue;
                 }
@@ -354,5 +408,83 @@ impl Restorer {
         finished.dedup();
         finished.retain(|p| !self.is_restoring(*p));
         Ok(finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_or_lost_store_restores_the_whole_changelog() {
+        assert_eq!(
+            Plan::new(None, 0, 100),
+            Plan {
+                from: 0,
+                wipe: false,
+                lost: None
+            }
+        );
+        assert_eq!(
+            Plan::new(None, 40, 100).from,
+            40,
+            "compacted or truncated: from what is there"
+        );
+    }
+
+    #[test]
+    fn a_recorded_offset_restores_only_the_tail_and_nothing_at_the_end() {
+        assert_eq!(
+            Plan::new(Some(90), 0, 100),
+            Plan {
+                from: 90,
+                wipe: false,
+                lost: None
+            }
+        );
+        assert_eq!(
+            Plan::new(Some(100), 0, 100).from,
+            100,
+            "clean stop: nothing to replay"
+        );
+    }
+
+    #[test]
+    fn a_store_ahead_of_its_changelog_is_wiped_and_rebuilt() {
+        assert_eq!(
+            Plan::new(Some(500), 0, 100),
+            Plan {
+                from: 0,
+                wipe: true,
+                lost: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_changelog_truncated_under_the_offset_restores_what_remains_and_counts_the_gap() {
+        assert_eq!(
+            Plan::new(Some(5), 40, 100),
+            Plan {
+                from: 40,
+                wipe: false,
+                lost: Some(35)
+            }
+        );
+    }
+
+    #[test]
+    fn under_exactly_once_records_of_uncommitted_input_are_not_trusted() {
+        assert!(trusted(Some(9), Some(10)));
+        assert!(
+            !trusted(Some(10), Some(10)),
+            "the committed offset is the next to process"
+        );
+        assert!(!trusted(Some(11), Some(10)));
+        assert!(
+            trusted(None, Some(10)),
+            "no header: an older writer, applied"
+        );
+        assert!(trusted(Some(11), None), "at-least-once applies everything");
     }
 }
