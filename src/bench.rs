@@ -233,9 +233,23 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
                 "the restore step rebuilds the at-least-once run's store: add the alo step".into(),
             ));
         }
-        progress("raw changelog read");
-        let (changelog, read) = raw_read(cfg, "bench-alo-dedup-changelog")?;
-        rows.push(row("raw read of the changelog", changelog, read, None));
+        progress("raw changelog read (best of 3)");
+        // The reference: the best of three (single reads varied 440k–790k
+        // records/s on the embedded broker from run to run).
+        let mut best = raw_read(cfg, "bench-alo-dedup-changelog")?;
+        for _ in 0..2 {
+            let again = raw_read(cfg, "bench-alo-dedup-changelog")?;
+            if again.1 < best.1 {
+                best = again;
+            }
+        }
+        let (changelog, read) = best;
+        rows.push(row(
+            "raw read of the changelog (best of 3)",
+            changelog,
+            read,
+            None,
+        ));
         progress("restore");
         let _ = std::fs::remove_dir_all(cfg.work_dir.join("alo"));
         let times = restore_run(cfg)?;
@@ -609,6 +623,8 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
+        // As the restore consumer: it reads data that exists up to a known end.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let started = Instant::now();
     let md = c.fetch_metadata(Some(topic), cfg.timeout)?;
