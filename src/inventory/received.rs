@@ -176,25 +176,30 @@ mod tests {
 
     const VALID: &str = r#"{"eventId":"e-1","eventType":"OrderReceived","version":1,"timestamp":"2026-11-22T00:00:00Z","correlationId":"c","data":{"orderId":"o-1","customerId":"c-1","items":[{"productId":"p","quantity":2,"price":9.5}],"currency":"USD","note":"kept"}}"#;
 
+    /// A verdict as comparable text.
+    fn show(result: Result<ValidOrder, weir_topology::ProcessError>) -> String {
+        match result {
+            Ok(o) => format!(
+                "valid {} {:?} {} {} {} {} {:?} {}",
+                o.event_id,
+                o.correlation_id,
+                o.order_id,
+                o.customer_id,
+                o.item_count,
+                o.total,
+                o.currency,
+                serde_json::from_str::<Value>(o.data.get()).unwrap()
+            ),
+            Err(e) => format!("{e}"),
+        }
+    }
+
     /// What the job concludes from `bytes` with `key`, through the source
-    /// serde and the shortcut, as comparable text.
+    /// serde and the shortcut.
     fn verdict(key: Option<&str>, bytes: &[u8]) -> String {
         match ReceivedSerde.deserialize(bytes) {
             Err(e) => format!("source error: {e}"),
-            Ok(ev) => match validate_received(key, ev) {
-                Ok(o) => format!(
-                    "valid {} {:?} {} {} {} {} {:?} {}",
-                    o.event_id,
-                    o.correlation_id,
-                    o.order_id,
-                    o.customer_id,
-                    o.item_count,
-                    o.total,
-                    o.currency,
-                    serde_json::from_str::<Value>(o.data.get()).unwrap()
-                ),
-                Err(e) => format!("{e}"),
-            },
+            Ok(ev) => show(validate_received(key, ev)),
         }
     }
 
@@ -202,20 +207,7 @@ mod tests {
     fn reference(key: Option<&str>, bytes: &[u8]) -> String {
         match JsonObjectSerde.deserialize(bytes) {
             Err(e) => format!("source error: {e}"),
-            Ok(v) => match validate(key, &v) {
-                Ok(o) => format!(
-                    "valid {} {:?} {} {} {} {} {:?} {}",
-                    o.event_id,
-                    o.correlation_id,
-                    o.order_id,
-                    o.customer_id,
-                    o.item_count,
-                    o.total,
-                    o.currency,
-                    serde_json::from_str::<Value>(o.data.get()).unwrap()
-                ),
-                Err(e) => format!("{e}"),
-            },
+            Ok(v) => show(validate(key, &v)),
         }
     }
 
