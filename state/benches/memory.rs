@@ -15,17 +15,8 @@ use std::time::Instant;
 
 use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore, WriteBatch};
 
-/// The allocator the `weir` binary uses (see src/main.rs).
-#[cfg(all(target_os = "linux", not(target_env = "musl")))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings: a background thread hands freed pages back to the
-/// OS after a second (the default keeps them ten seconds and only purges
-/// on allocation), so RSS follows what is live.
-#[cfg(all(target_os = "linux", not(target_env = "musl")))]
-#[export_name = "malloc_conf"]
-static MALLOC_CONF: &[u8; 63] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+// The allocator and settings the `weir` binary uses, from the same file.
+include!("../../src/allocator.rs");
 
 const INDEX_PREFIX: &[u8] = b"\x00weir.expiry\x00";
 const BATCH: usize = 10_000;

@@ -176,11 +176,17 @@ pub(crate) fn flush(producer: &WeirProducer, timeout: Duration) -> Result<(), To
     // Not `Producer::flush`: it waits in slices of `poll(100 ms)`, and with
     // a `ThreadedProducer` the polling thread takes every event, so each
     // slice runs out — any flush with a record in flight took ≥ 100 ms, in
-    // 100 ms steps (measured: two per at-least-once commit, ~20% of the
-    // job's time). librdkafka's own flush waits for the count of undelivered
-    // messages to reach zero and wakes when it does; a message is counted
-    // until its delivery report was handled, so the tracker has seen them all.
+    // 100 ms steps (measured: two stalls per at-least-once commit; under
+    // exactly-once, through `commit_transaction`, 100 ms of every 100 ms
+    // interval). librdkafka's own flush waits for its count of undelivered
+    // messages to reach zero and wakes when it does; a message leaves that
+    // count when it is destroyed, after its delivery report was handled, so
+    // the tracker has seen every report when this returns (the changelog
+    // offsets of step 5 depend on it; tests/crash.rs's clean-restart test
+    // fails if they lag).
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: the pointer is the live client handle the producer owns for
+    // the whole call; rd_kafka_flush is thread-safe.
     let err = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), ms) };
     if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
         return Err(TopologyError::Kafka {
