@@ -314,6 +314,8 @@ fn raw_pipe(cfg: &BenchConfig, total: u64) -> Result<f64, BenchError> {
         .set("group.id", format!("bench-raw-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // As Weir's consumers: refetch 10 ms (not 1 s) after a full queue.
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
@@ -623,8 +625,10 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
-        // As the restore consumer: it reads data that exists up to a known end.
+        // As the restore consumer: it reads data that exists up to a known
+        // end, and refetches 10 ms (not 1 s) after a full queue.
         .set("fetch.wait.max.ms", "10")
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     let started = Instant::now();
     let md = c.fetch_metadata(Some(topic), cfg.timeout)?;

@@ -42,6 +42,15 @@ fn apply_overrides(cfg: &StreamsConfig, client: Client, c: &mut ClientConfig) {
     }
 }
 
+/// How long librdkafka waits before fetching again for a partition whose
+/// pre-fetch queue was full (its default: 1000 ms). One fetch over many
+/// partitions overfills the 64 MiB queue at once, and every partition in it
+/// then sat out a whole second after the queue had drained. Measured on the
+/// embedded broker, 131 partitions: restoring 1,000,000 entries took 5.4 s
+/// with the default and 1.2 s with 10 ms; the at-least-once job went from
+/// 90k to 136k records/s.
+pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// The settings of one client.
 pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -65,7 +74,8 @@ pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> Cli
                 .set("auto.offset.reset", "earliest")
                 .set("enable.partition.eof", "false")
                 // Never process records of aborted or open transactions.
-                .set("isolation.level", "read_committed");
+                .set("isolation.level", "read_committed")
+                .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         }
         Client::Producer => {
             c.set("enable.idempotence", "true")
@@ -98,7 +108,8 @@ pub(crate) fn config(cfg: &StreamsConfig, client: Client, instance: &str) -> Cli
                 .set("max.partition.fetch.bytes", "10485760")
                 // Restore reads records that exist, up to a known end:
                 // waiting at the end of a partition gains nothing.
-                .set("fetch.wait.max.ms", "10");
+                .set("fetch.wait.max.ms", "10")
+                .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         }
         Client::Admin => {}
     }
