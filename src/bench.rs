@@ -91,6 +91,8 @@ pub struct BenchConfig {
     /// Client settings for the jobs (`-X` style), e.g. for a broker that
     /// needs them; reported with the results.
     pub job_kafka: Vec<(String, String)>,
+    /// Stream threads of the benchmarked jobs.
+    pub stream_threads: usize,
 }
 
 /// End-to-end latency at a fixed offered rate.
@@ -144,6 +146,8 @@ pub struct Report {
     pub latency: Vec<LatencyRow>,
     /// Client settings the jobs ran with.
     pub job_kafka: Vec<String>,
+    /// Stream threads of the jobs.
+    pub stream_threads: usize,
 }
 
 /// Topics the benchmark needs, for the caller to create: (name, partitions).
@@ -293,6 +297,7 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect(),
+        stream_threads: cfg.stream_threads,
     })
 }
 
@@ -376,6 +381,7 @@ fn job_config(cfg: &BenchConfig, mode: &str, g: Guarantee) -> JobConfig {
         Guarantee::AtLeastOnce => Duration::from_secs(1),
     };
     j.kafka = cfg.job_kafka.clone();
+    j.stream_threads = cfg.stream_threads;
     j.topics = InventoryTopics {
         input: "bench-in".into(),
         confirmed: format!("bench-{mode}-confirmed"),
@@ -479,6 +485,7 @@ fn latency_run(
             &format!("{app}-dlq"),
         ])
         .args(["--guarantee", g_arg, "--log", "warn"])
+        .args(["--stream-threads", &cfg.stream_threads.to_string()])
         .args(
             cfg.job_kafka
                 .iter()
@@ -656,8 +663,8 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
 /// The report as a markdown table.
 pub fn markdown(r: &Report) -> String {
     let mut s = format!(
-        "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison).\n\n",
-        r.broker, r.machine, r.input_records, r.partitions
+        "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison). Stream threads per job: {}.\n\n",
+        r.broker, r.machine, r.input_records, r.partitions, r.stream_threads
     );
     if !r.job_kafka.is_empty() {
         s.push_str(&format!(

@@ -221,6 +221,9 @@ pub struct BenchArgs {
     /// `weir run -X` (e.g. `-X producer.linger.ms=20`); listed with the results.
     #[arg(short = 'X', value_parser = parse_kv, value_name = "KEY=VALUE")]
     pub kafka: Vec<(String, String)>,
+    /// Stream threads of the benchmarked jobs (`weir run --stream-threads`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub stream_threads: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +345,12 @@ pub struct RunArgs {
     /// the state directory, so a restart fences the previous incarnation.
     #[arg(long, env = "WEIR_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Stream threads in this process (Kafka Streams' num.stream.threads):
+    /// each is a consumer-group member with its own tasks, so partitions
+    /// are processed in parallel on spare cores. Thread i > 0 uses
+    /// transactional.id <application-id>-<instance-id>-<i>.
+    #[arg(long, env = "WEIR_STREAM_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub stream_threads: u16,
     /// librdkafka setting, repeatable: `-X session.timeout.ms=6000`.
     /// Prefix with `consumer.`, `producer.`, `restore.consumer.` or `admin.`
     /// to target one client.

@@ -33,6 +33,8 @@ pub struct JobConfig {
     pub dedup_retention: Option<Duration>,
     /// librdkafka settings passed through.
     pub kafka: Vec<(String, String)>,
+    /// Stream threads (consumer-group members) in this process.
+    pub stream_threads: usize,
 }
 
 impl JobConfig {
@@ -48,6 +50,7 @@ impl JobConfig {
             instance_id: None,
             dedup_retention: Some(DEFAULT_DEDUP_RETENTION),
             kafka: Vec::new(),
+            stream_threads: 1,
         }
     }
 
@@ -59,6 +62,7 @@ impl JobConfig {
         c.guarantee = self.guarantee;
         c.instance_id = self.instance_id.clone();
         c.client_overrides = self.kafka.clone();
+        c.num_stream_threads = self.stream_threads;
         c
     }
 }

@@ -360,6 +360,61 @@ fn two_instances_split_the_partitions_and_confirm_each_order_once() {
 }
 
 #[test]
+fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_keeps() {
+    let broker = cluster(4);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = job_config(&b, dir.path());
+    cfg.stream_threads = 2;
+    let job = Job::start(&cfg).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !(job.handle().assigned_partitions() == 4 && job.handle().is_ready()) {
+        assert!(
+            Instant::now() < deadline,
+            "the two threads should own all 4 partitions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let orders: Vec<Input> = (0..200)
+        .flat_map(|i| {
+            let id = format!("t-{i}");
+            let o = order(&format!("e-{i}"), &id);
+            [Input::json(&id, &o), Input::json(&id, &o)]
+        })
+        .collect();
+    produce(&b, INPUT, &orders);
+    wait_committed(&b, "inventory");
+    let confirmed = read_all(&b, CONFIRMED);
+    assert_eq!(confirmed.len(), 200, "each order confirmed once");
+    assert_eq!(confirmations(&b).len(), 200);
+    // Each thread stamps its own run id: both threads did work.
+    let runs: BTreeSet<String> = confirmed
+        .iter()
+        .map(|m| header(m, "weir.run").expect("weir.run header"))
+        .collect();
+    assert_eq!(
+        runs.len(),
+        2,
+        "both stream threads confirmed orders: {runs:?}"
+    );
+    assert_eq!(job.handle().status().records_processed(), 400);
+    job.stop().unwrap();
+
+    // One thread on the same state directory opens the stores both wrote:
+    // every resend is a duplicate; only the new order is confirmed.
+    cfg.stream_threads = 1;
+    let job = Job::start(&cfg).unwrap();
+    let mut again = numbered_orders("t", "again", 200);
+    again.push(Input::json("t-new", &order("e-new", "t-new")));
+    produce(&b, INPUT, &again);
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let n = confirmations(&b);
+    assert_eq!(n.len(), 201);
+    assert!(n.values().all(|c| *c == 1), "no order confirmed twice");
+}
+
+#[test]
 fn a_truncated_changelog_restores_what_remains_and_the_job_runs() {
     let broker = cluster(1);
     let b = broker.bootstrap_servers().to_string();

@@ -29,6 +29,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         latency_rate: args.latency_rate,
         latency_seconds: args.latency_seconds,
         job_kafka: Vec::new(),
+        stream_threads: args.stream_threads.into(),
     };
     let _embedded = match &args.brokers {
         Some(b) => {

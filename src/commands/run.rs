@@ -84,6 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Guarantee::AtLeastOnce => 1000,
         }));
     cfg.kafka = args.kafka.clone();
+    cfg.stream_threads = args.stream_threads.into();
     let job = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || Job::start(&cfg))

@@ -44,6 +44,9 @@ impl std::fmt::Display for Guarantee {
     }
 }
 
+/// More stream threads than this is a typo, not a plan.
+const MAX_STREAM_THREADS: usize = 64;
+
 /// Runtime configuration.
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
@@ -91,6 +94,12 @@ pub struct StreamsConfig {
     /// how long a killed instance's unfinished transaction can hold back
     /// `read_committed` readers when no restart fences it. Default 10 s.
     pub transaction_timeout: Duration,
+    /// Stream threads in this instance (Kafka Streams' `num.stream.threads`).
+    /// Each is a consumer-group member with its own producer, restore
+    /// consumer and tasks; more than one lets a machine with spare cores
+    /// process partitions in parallel. Thread `i > 0` is instance
+    /// `<instance-id>-<i>` (its `transactional.id`). Default 1.
+    pub num_stream_threads: usize,
 }
 
 impl StreamsConfig {
@@ -111,6 +120,7 @@ impl StreamsConfig {
             guarantee: Guarantee::AtLeastOnce,
             instance_id: None,
             transaction_timeout: Duration::from_secs(10),
+            num_stream_threads: 1,
         }
     }
 
@@ -151,6 +161,12 @@ impl StreamsConfig {
                 ));
             }
         }
+        if !(1..=MAX_STREAM_THREADS).contains(&self.num_stream_threads) {
+            return bad(format!(
+                "stream threads must be between 1 and {MAX_STREAM_THREADS}, got {}",
+                self.num_stream_threads
+            ));
+        }
         if self.max_batch == 0 {
             return bad("max batch must be at least 1".into());
         }
@@ -183,6 +199,10 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("application id"), "{e}");
+        let mut none = ok.clone();
+        none.num_stream_threads = 0;
+        let e = none.validate().unwrap_err();
+        assert!(e.to_string().contains("stream threads"), "{e}");
         let e = ok
             .clone()
             .set("partition.assignment.strategy", "cooperative-sticky")

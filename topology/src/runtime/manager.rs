@@ -15,7 +15,7 @@ use crate::record::{Headers, SourceCoordinates, SourceRecord};
 use crate::runtime::commit::{commit, CommitScope, Provenance};
 use crate::runtime::context::StreamContext;
 use crate::runtime::restore::Restorer;
-use crate::runtime::status::Status;
+use crate::runtime::status::ThreadStatus;
 use crate::runtime::task::{Task, TaskState};
 use crate::task::now_ms;
 use crate::{metrics, Guarantee, StreamsConfig, Topology, TopologyError};
@@ -35,7 +35,7 @@ pub(crate) struct TaskManager {
     /// Bumped on every rebalance, so the loop can drop a batch polled
     /// across one (eager rebalancing resets positions to committed offsets).
     pub epoch: u64,
-    status: Arc<Status>,
+    status: ThreadStatus,
     /// Exactly-once: a transaction is open (begun by the first record sent).
     txn_open: bool,
     /// Run id and commit sequence stamped on every produced record.
@@ -50,7 +50,7 @@ impl TaskManager {
         topology: Topology,
         producer: WeirProducer,
         restorer: Restorer,
-        status: Arc<Status>,
+        status: ThreadStatus,
         run_id: String,
     ) -> Self {
         Self {
@@ -82,7 +82,7 @@ impl TaskManager {
             .filter(|t| t.state == TaskState::Restoring)
             .count();
         self.status.set_tasks(self.tasks.len(), restoring);
-        ::metrics::gauge!(metrics::ASSIGNED_PARTITIONS).set(self.tasks.len() as f64);
+        ::metrics::gauge!(metrics::ASSIGNED_PARTITIONS).set(self.status.topology_assigned() as f64);
     }
 
     /// Revocation: commit what was processed, close every task.
@@ -451,6 +451,9 @@ impl TaskManager {
     /// Refreshes lag and store gauges from locally cached watermarks.
     pub fn update_gauges(&self, consumer: &BaseConsumer<StreamContext>) {
         use rdkafka::consumer::Consumer as _;
+        // Every thread sets the sum; the last one's may have missed a
+        // concurrent change, so it is set again here, periodically.
+        ::metrics::gauge!(metrics::ASSIGNED_PARTITIONS).set(self.status.topology_assigned() as f64);
         let client = consumer.client();
         for (p, t) in &self.tasks {
             if let Some((low, high)) =

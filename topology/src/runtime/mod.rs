@@ -1,8 +1,8 @@
 //! Running a topology on Kafka.
 //!
 //! [`KafkaStreams::start`] checks the configuration and the topics (creating
-//! changelog topics), then runs one stream thread: one consumer-group member
-//! with one task per assigned input partition. The returned
+//! changelog topics), then runs `num_stream_threads` stream threads, each one
+//! consumer-group member with one task per assigned input partition. The returned
 //! [`StreamsHandle`] reports state and stops it; shutdown is injected, so
 //! tests start and stop topologies in-process.
 
@@ -29,7 +29,7 @@ use crate::kafka::producer::{DeliveryTracker, WeirProducer};
 use crate::{Guarantee, StreamsConfig, Topology, TopologyError};
 use manager::TaskManager;
 use restore::Restorer;
-use status::Status;
+use status::{Status, ThreadStatus};
 
 /// Entry point of the runtime.
 pub struct KafkaStreams;
@@ -37,7 +37,7 @@ pub struct KafkaStreams;
 impl KafkaStreams {
     /// Validates `config`, checks topics (creating missing changelog topics),
     /// creates the producer (initialising transactions under exactly-once)
-    /// and starts the stream thread. Errors here are configuration or
+    /// and starts the stream threads. Errors here are configuration or
     /// connectivity problems, reported before any record is touched.
     pub fn start(
         topology: Topology,
@@ -56,38 +56,87 @@ impl KafkaStreams {
             state_dir = %config.state_dir.display(),
             "starting"
         );
-        let status = Arc::new(Status::default());
+        let threads = config.num_stream_threads;
+        let status = Status::new(threads);
         let shutdown = Arc::new(AtomicBool::new(false));
-        // The first manager is built here so configuration and connection
-        // errors reach the caller; after a fencing the thread builds anew.
-        let first = build_manager(&config, &topology, &instance, &status)?;
-        let thread = {
-            let status = status.clone();
-            let shutdown = shutdown.clone();
-            std::thread::Builder::new()
-                .name(format!("weir-stream-{instance}"))
+        // Every thread's first manager is built here, so configuration and
+        // connection errors reach the caller; after a fencing a thread
+        // builds anew.
+        let mut firsts = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let name = thread_instance(&instance, index);
+            firsts.push((
+                build_manager(&config, &topology, &name, &status.thread(index))?,
+                name,
+                index,
+            ));
+        }
+        let mut handles = Vec::with_capacity(threads);
+        for (first, name, index) in firsts {
+            let status = status.thread(index);
+            let stop = shutdown.clone();
+            let (config, topology) = (config.clone(), topology.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("weir-stream-{name}"))
                 .spawn(move || {
-                    let result =
-                        run_with_restarts(first, &config, &topology, &instance, &status, &shutdown);
+                    // A panic is this thread's error too: the others stop
+                    // and the handle reports it.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_with_restarts(first, &config, &topology, &name, &status, &stop)
+                    }))
+                    .unwrap_or_else(|p| Err(TopologyError::Panicked(panic_message(&*p))));
                     match &result {
                         Ok(()) => {
-                            tracing::info!("stopped cleanly");
+                            tracing::info!(thread = %name, "stopped cleanly");
                             status.stopped(None);
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "stream thread stopped on error");
+                            tracing::error!(thread = %name, error = %e, "stream thread stopped on error");
                             status.stopped(Some(e.to_string()));
+                            // One thread's error stops the instance, as it
+                            // would with one thread: its partitions move to
+                            // healthy instances instead of stalling here.
+                            stop.store(true, Ordering::SeqCst);
                         }
                     }
                     result
-                })
-                .map_err(|e| TopologyError::Panicked(format!("cannot spawn stream thread: {e}")))?
-        };
+                });
+            match thread {
+                Ok(t) => handles.push(t),
+                Err(e) => {
+                    shutdown.store(true, Ordering::SeqCst);
+                    for t in handles {
+                        let _ = t.join();
+                    }
+                    return Err(TopologyError::Panicked(format!(
+                        "cannot spawn stream thread: {e}"
+                    )));
+                }
+            }
+        }
         Ok(StreamsHandle {
-            thread: Some(thread),
+            threads: handles,
             shutdown,
             status,
         })
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Thread `index`'s instance name: the instance's own for the first thread
+/// (so a one-thread instance keeps its `transactional.id`), `-<index>` after.
+fn thread_instance(instance: &str, index: usize) -> String {
+    if index == 0 {
+        instance.to_string()
+    } else {
+        format!("{instance}-{index}")
     }
 }
 
@@ -98,7 +147,7 @@ fn build_manager(
     config: &StreamsConfig,
     topology: &Topology,
     instance: &str,
-    status: &Arc<Status>,
+    status: &ThreadStatus,
 ) -> Result<TaskManager, TopologyError> {
     let producer: WeirProducer = self::config(config, Client::Producer, instance)
         .create_with_context(DeliveryTracker::default())
@@ -136,7 +185,7 @@ fn run_with_restarts(
     config: &StreamsConfig,
     topology: &Topology,
     instance: &str,
-    status: &Arc<Status>,
+    status: &ThreadStatus,
     shutdown: &AtomicBool,
 ) -> Result<(), TopologyError> {
     let mut manager = first;
@@ -255,7 +304,7 @@ impl StreamsStatus {
         self.0.processed()
     }
 
-    /// The error the stream thread stopped on, if it did.
+    /// The error the first failed stream thread stopped on, if one did.
     /// Commits that failed in a row and are being retried (broker
     /// trouble, an output that cannot be delivered); 0 when the last one
     /// succeeded. Input does not move past uncommitted work meanwhile.
@@ -270,7 +319,7 @@ impl StreamsStatus {
 
 /// A running topology.
 pub struct StreamsHandle {
-    thread: Option<JoinHandle<Result<(), TopologyError>>>,
+    threads: Vec<JoinHandle<Result<(), TopologyError>>>,
     shutdown: Arc<AtomicBool>,
     status: Arc<Status>,
 }
@@ -306,17 +355,18 @@ impl StreamsHandle {
         self.status.error()
     }
 
-    /// True once the stream thread has exited.
+    /// True once every stream thread has exited.
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Asks the stream thread to stop (commit, flush state, leave the group).
+    /// Asks the stream threads to stop (commit, flush state, leave the group).
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
     }
 
-    /// Waits until the stream thread exits and returns how it ended.
+    /// Waits until every stream thread exits and returns how they ended
+    /// (the first error, if any).
     pub fn join(mut self) -> Result<(), TopologyError> {
         self.join_inner()
     }
@@ -343,18 +393,18 @@ impl StreamsHandle {
         false
     }
 
+    /// Joins every thread; the first error wins.
     fn join_inner(&mut self) -> Result<(), TopologyError> {
-        match self.thread.take() {
-            None => Ok(()),
-            Some(t) => t.join().unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(TopologyError::Panicked(msg))
-            }),
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t
+                .join()
+                .unwrap_or_else(|p| Err(TopologyError::Panicked(panic_message(&*p))));
+            if result.is_ok() {
+                result = r;
+            }
         }
+        result
     }
 }
 

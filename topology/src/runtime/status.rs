@@ -2,7 +2,7 @@
 //! readiness probes and tests.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Lifecycle of a running topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,14 +19,29 @@ pub enum AppState {
     Failed,
 }
 
-#[derive(Default)]
+/// The state of every stream thread of one topology, read as one.
 pub(crate) struct Status {
     state: AtomicU8,
+    /// Stream threads that have not stopped yet.
+    live: AtomicUsize,
+    threads: Vec<ThreadSlot>,
+    processed: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+/// What one stream thread reports.
+#[derive(Default)]
+struct ThreadSlot {
     assigned: AtomicUsize,
     restoring: AtomicUsize,
-    processed: AtomicU64,
     failed_commits: AtomicU64,
-    error: Mutex<Option<String>>,
+}
+
+/// One stream thread's handle on the shared [`Status`].
+#[derive(Clone)]
+pub(crate) struct ThreadStatus {
+    shared: Arc<Status>,
+    index: usize,
 }
 
 const STARTING: u8 = 0;
@@ -35,19 +50,27 @@ const STOPPED: u8 = 2;
 const FAILED: u8 = 3;
 
 impl Status {
-    pub fn set_tasks(&self, assigned: usize, restoring: usize) {
-        self.assigned.store(assigned, Ordering::SeqCst);
-        self.restoring.store(restoring, Ordering::SeqCst);
-        let _ = self
-            .state
-            .compare_exchange(STARTING, ACTIVE, Ordering::SeqCst, Ordering::SeqCst);
+    /// The status of `threads` stream threads, all starting.
+    pub fn new(threads: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: AtomicU8::new(STARTING),
+            live: AtomicUsize::new(threads),
+            threads: (0..threads).map(|_| ThreadSlot::default()).collect(),
+            processed: AtomicU64::new(0),
+            error: Mutex::new(None),
+        })
     }
 
-    pub fn stopped(&self, error: Option<String>) {
-        let failed = error.is_some();
-        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error;
-        self.state
-            .store(if failed { FAILED } else { STOPPED }, Ordering::SeqCst);
+    /// Thread `index`'s handle.
+    pub fn thread(self: &Arc<Self>, index: usize) -> ThreadStatus {
+        assert!(
+            index < self.threads.len(),
+            "stream thread {index} has a slot"
+        );
+        ThreadStatus {
+            shared: self.clone(),
+            index,
+        }
     }
 
     pub fn state(&self) -> AppState {
@@ -55,36 +78,119 @@ impl Status {
             STARTING => AppState::Starting,
             STOPPED => AppState::Stopped,
             FAILED => AppState::Failed,
-            _ if self.restoring.load(Ordering::SeqCst) > 0 => AppState::Restoring,
+            _ if self.restoring() > 0 => AppState::Restoring,
             _ => AppState::Running,
         }
-    }
-
-    pub fn add_processed(&self, n: u64) {
-        self.processed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
     }
 
-    pub fn set_failed_commits(&self, n: u64) {
-        self.failed_commits.store(n, Ordering::SeqCst);
-    }
-
+    /// The most commits any thread has failed in a row.
     pub fn failed_commits(&self) -> u64 {
-        self.failed_commits.load(Ordering::SeqCst)
+        self.threads
+            .iter()
+            .map(|t| t.failed_commits.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn assigned(&self) -> usize {
-        self.assigned.load(Ordering::SeqCst)
+        self.threads
+            .iter()
+            .map(|t| t.assigned.load(Ordering::SeqCst))
+            .sum()
     }
 
     pub fn restoring(&self) -> usize {
-        self.restoring.load(Ordering::SeqCst)
+        self.threads
+            .iter()
+            .map(|t| t.restoring.load(Ordering::SeqCst))
+            .sum()
     }
 
+    /// The first error a thread stopped on.
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ThreadStatus {
+    pub fn set_tasks(&self, assigned: usize, restoring: usize) {
+        let slot = &self.shared.threads[self.index];
+        slot.assigned.store(assigned, Ordering::SeqCst);
+        slot.restoring.store(restoring, Ordering::SeqCst);
+        let _ = self.shared.state.compare_exchange(
+            STARTING,
+            ACTIVE,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// This thread stopped; the topology has stopped when the last one has
+    /// (failed if any thread failed).
+    pub fn stopped(&self, error: Option<String>) {
+        let slot = &self.shared.threads[self.index];
+        slot.assigned.store(0, Ordering::SeqCst);
+        slot.restoring.store(0, Ordering::SeqCst);
+        if let Some(e) = error {
+            self.shared
+                .error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+        if self.shared.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let failed = self.shared.error().is_some();
+            self.shared
+                .state
+                .store(if failed { FAILED } else { STOPPED }, Ordering::SeqCst);
+        }
+    }
+
+    /// Input partitions assigned to all threads of the topology.
+    pub fn topology_assigned(&self) -> usize {
+        self.shared.assigned()
+    }
+
+    pub fn add_processed(&self, n: u64) {
+        self.shared.processed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set_failed_commits(&self, n: u64) {
+        self.shared.threads[self.index]
+            .failed_commits
+            .store(n, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_add_up_and_the_topology_stops_with_its_last_thread() {
+        let status = Status::new(2);
+        let (a, b) = (status.thread(0), status.thread(1));
+        assert_eq!(status.state(), AppState::Starting);
+        a.set_tasks(3, 1);
+        b.set_tasks(2, 0);
+        assert_eq!((status.assigned(), status.restoring()), (5, 1));
+        assert_eq!(status.state(), AppState::Restoring);
+        a.set_tasks(3, 0);
+        assert_eq!(status.state(), AppState::Running);
+        a.add_processed(4);
+        b.add_processed(6);
+        assert_eq!(status.processed(), 10);
+        b.set_failed_commits(2);
+        assert_eq!(status.failed_commits(), 2);
+        a.stopped(Some("broker gone".into()));
+        assert_eq!(status.state(), AppState::Running, "thread b still runs");
+        assert_eq!(status.assigned(), 2);
+        b.stopped(None);
+        assert_eq!(status.state(), AppState::Failed);
+        assert_eq!(status.error().as_deref(), Some("broker gone"));
     }
 }
