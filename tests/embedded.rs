@@ -323,27 +323,14 @@ fn two_instances_split_the_partitions_and_confirm_each_order_once() {
     let a = Job::start(&job_config(&b, d1.path())).unwrap();
     let c = Job::start(&job_config(&b, d2.path())).unwrap();
     // Both members get work before the data flows.
-    let deadline = Instant::now() + TIMEOUT;
-    while !(a.handle().assigned_partitions() > 0
-        && c.handle().assigned_partitions() > 0
-        && a.handle().assigned_partitions() + c.handle().assigned_partitions() == 4
-        && a.handle().is_ready()
-        && c.handle().is_ready())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "both instances should get partitions"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let orders: Vec<Input> = (0..200)
-        .flat_map(|i| {
-            let id = format!("s-{i}");
-            let o = order(&format!("e-{i}"), &id);
-            [Input::json(&id, &o), Input::json(&id, &o)]
-        })
-        .collect();
-    produce(&b, INPUT, &orders);
+    wait_for("both instances should get partitions", || {
+        a.handle().assigned_partitions() > 0
+            && c.handle().assigned_partitions() > 0
+            && a.handle().assigned_partitions() + c.handle().assigned_partitions() == 4
+            && a.handle().is_ready()
+            && c.handle().is_ready()
+    });
+    produce(&b, INPUT, &orders_each_twice("s", 200));
     wait_committed(&b, "inventory");
     let n = confirmations(&b);
     assert_eq!(n.len(), 200);
@@ -367,22 +354,10 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
     let mut cfg = job_config(&b, dir.path());
     cfg.stream_threads = 2;
     let job = Job::start(&cfg).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while !(job.handle().assigned_partitions() == 4 && job.handle().is_ready()) {
-        assert!(
-            Instant::now() < deadline,
-            "the two threads should own all 4 partitions"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let orders: Vec<Input> = (0..200)
-        .flat_map(|i| {
-            let id = format!("t-{i}");
-            let o = order(&format!("e-{i}"), &id);
-            [Input::json(&id, &o), Input::json(&id, &o)]
-        })
-        .collect();
-    produce(&b, INPUT, &orders);
+    wait_for("the two threads should own all 4 partitions", || {
+        job.handle().assigned_partitions() == 4 && job.handle().is_ready()
+    });
+    produce(&b, INPUT, &orders_each_twice("t", 200));
     wait_committed(&b, "inventory");
     let confirmed = read_all(&b, CONFIRMED);
     assert_eq!(confirmed.len(), 200, "each order confirmed once");

@@ -76,6 +76,24 @@ pub fn numbered_orders(prefix: &str, event_prefix: &str, n: usize) -> Vec<Input>
         .collect()
 }
 
+/// `n` valid orders keyed `<prefix>-<i>` (eventIds `e-<i>`), each
+/// delivered twice in a row: the second is a duplicate to drop.
+pub fn orders_each_twice(prefix: &str, n: usize) -> Vec<Input> {
+    numbered_orders(prefix, "e", n)
+        .into_iter()
+        .flat_map(|o| [o.clone(), o])
+        .collect()
+}
+
+/// Polls `cond` until it holds; fails with `what` after [`TIMEOUT`].
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct Input {
