@@ -353,12 +353,19 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = job_config(&b, dir.path());
     cfg.stream_threads = 2;
+    // Nothing commits before the stop: the stop's final commits must carry
+    // the whole run, in both threads.
+    cfg.commit_interval = Duration::from_secs(600);
     let job = Job::start(&cfg).unwrap();
     wait_for("the two threads should own all 4 partitions", || {
         job.handle().assigned_partitions() == 4 && job.handle().is_ready()
     });
     produce(&b, INPUT, &orders_each_twice("t", 200));
-    wait_committed(&b, "inventory");
+    let status = job.handle().status();
+    wait_for("all 400 records processed", || {
+        status.records_processed() == 400
+    });
+    job.stop().unwrap();
     let confirmed = read_all(&b, CONFIRMED);
     assert_eq!(confirmed.len(), 200, "each order confirmed once");
     assert_eq!(confirmations(&b).len(), 200);
@@ -372,12 +379,15 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
         2,
         "both stream threads confirmed orders: {runs:?}"
     );
-    assert_eq!(job.handle().status().records_processed(), 400);
-    job.stop().unwrap();
+    // Both final commits landed (a thread leaving the group before its
+    // sibling committed made that commit fail): nothing is left to redo.
+    wait_committed(&b, "inventory");
 
     // One thread on the same state directory opens the stores both wrote:
-    // every resend is a duplicate; only the new order is confirmed.
+    // nothing is processed again, every resend is a duplicate, only the new
+    // order is confirmed.
     cfg.stream_threads = 1;
+    cfg.commit_interval = Duration::from_millis(100);
     let job = Job::start(&cfg).unwrap();
     let mut again = numbered_orders("t", "again", 200);
     again.push(Input::json("t-new", &order("e-new", "t-new")));
@@ -387,6 +397,31 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
     let n = confirmations(&b);
     assert_eq!(n.len(), 201);
     assert!(n.values().all(|c| *c == 1), "no order confirmed twice");
+}
+
+#[test]
+fn a_stop_lets_every_stream_thread_commit_before_any_leaves_the_group() {
+    // All input on partition 0: one thread has work to commit at the stop,
+    // the other has none and would leave the group at once, and a leave
+    // starts a rebalance under which the busy thread's commit is refused.
+    let broker = cluster(4);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = job_config(&b, dir.path());
+    cfg.stream_threads = 2;
+    cfg.commit_interval = Duration::from_secs(600);
+    let job = Job::start(&cfg).unwrap();
+    wait_for("the two threads should own all 4 partitions", || {
+        job.handle().assigned_partitions() == 4 && job.handle().is_ready()
+    });
+    produce_at(&b, INPUT, Some(0), &numbered_orders("p", "e", 50));
+    let status = job.handle().status();
+    wait_for("all 50 records processed", || {
+        status.records_processed() == 50
+    });
+    job.stop().expect("a clean stop commits in every thread");
+    wait_committed(&b, "inventory");
+    assert_eq!(confirmations(&b).len(), 50);
 }
 
 #[test]

@@ -112,6 +112,11 @@ impl Input {
 
 /// Produces records (idempotent, keyed like any Java client) and waits for delivery.
 pub fn produce(brokers: &str, topic: &str, records: &[Input]) {
+    produce_at(brokers, topic, None, records)
+}
+
+/// [`produce`], every record to `partition` when one is given.
+pub fn produce_at(brokers: &str, topic: &str, partition: Option<i32>, records: &[Input]) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -121,6 +126,9 @@ pub fn produce(brokers: &str, topic: &str, records: &[Input]) {
         .unwrap();
     for r in records {
         let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
         if let Some(k) = &r.key {
             rec = rec.key(k.as_str());
         }

@@ -70,6 +70,11 @@ impl TaskManager {
         }
     }
 
+    /// This thread's handle on the instance's status.
+    pub fn thread_status(&self) -> ThreadStatus {
+        self.status.clone()
+    }
+
     /// The input topic.
     pub fn source_topic(&self) -> &str {
         &self.source_topic

@@ -1,8 +1,9 @@
 //! What the outside world can see of a running topology: its state, for
 //! readiness probes and tests.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Lifecycle of a running topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,8 @@ struct ThreadSlot {
     assigned: AtomicUsize,
     restoring: AtomicUsize,
     failed_commits: AtomicU64,
+    /// Its final commit is done (or it has stopped): it may leave the group.
+    done: AtomicBool,
 }
 
 /// One stream thread's handle on the shared [`Status`].
@@ -129,10 +132,41 @@ impl ThreadStatus {
         );
     }
 
+    /// This thread has made its final commit.
+    pub fn finished_work(&self) {
+        self.shared.threads[self.index]
+            .done
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (at most `timeout`) until every thread has made its final
+    /// commit or stopped. Threads leave the group together: one leaving
+    /// first starts a rebalance, and its siblings' final commits would fail
+    /// with RebalanceInProgress (seen with two threads: the last interval
+    /// was not committed and would have been processed again).
+    pub fn wait_for_siblings(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .shared
+                .threads
+                .iter()
+                .all(|t| t.done.load(Ordering::SeqCst))
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// This thread stopped; the topology has stopped when the last one has
     /// (failed if any thread failed).
     pub fn stopped(&self, error: Option<String>) {
         let slot = &self.shared.threads[self.index];
+        slot.done.store(true, Ordering::SeqCst);
         slot.assigned.store(0, Ordering::SeqCst);
         slot.restoring.store(0, Ordering::SeqCst);
         if let Some(e) = error {
@@ -189,6 +223,12 @@ mod tests {
         a.stopped(Some("broker gone".into()));
         assert_eq!(status.state(), AppState::Running, "thread b still runs");
         assert_eq!(status.assigned(), 2);
+        assert!(
+            !b.wait_for_siblings(Duration::from_millis(20)),
+            "b has not made its final commit"
+        );
+        b.finished_work();
+        assert!(b.wait_for_siblings(Duration::ZERO), "a stopped, b done");
         b.stopped(None);
         assert_eq!(status.state(), AppState::Failed);
         assert_eq!(status.error().as_deref(), Some("broker gone"));

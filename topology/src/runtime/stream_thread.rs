@@ -52,6 +52,17 @@ pub(crate) fn run(
         .context()
         .lock()
         .shutdown(&consumer, result.is_ok());
+    if shutdown.load(Ordering::SeqCst) {
+        // A stop: leave together with this instance's other threads, once
+        // every one has committed (see `wait_for_siblings`).
+        let status = consumer.context().lock().thread_status();
+        status.finished_work();
+        if !status.wait_for_siblings(cfg.request_timeout) {
+            tracing::warn!(
+                "other stream threads did not finish their final commits in time; leaving the group anyway"
+            );
+        }
+    }
     // Leave the group now rather than after the session timeout; the revoke
     // callback finds no tasks left.
     consumer.unsubscribe();
