@@ -425,6 +425,33 @@ fn a_stop_lets_every_stream_thread_commit_before_any_leaves_the_group() {
 }
 
 #[test]
+fn a_stop_during_a_rebalance_is_clean_and_loses_nothing() {
+    // The second thread's join starts a rebalance while the first thread
+    // already processes; the stop's final commit meets the rebalance in
+    // progress. That is no failure: the next owner reprocesses.
+    let broker = cluster(4);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = job_config(&b, dir.path());
+    cfg.stream_threads = 2;
+    cfg.commit_interval = Duration::from_secs(600);
+    produce_at(&b, INPUT, Some(0), &numbered_orders("m", "e", 50));
+    let job = Job::start(&cfg).unwrap();
+    let status = job.handle().status();
+    wait_for("all 50 records processed", || {
+        status.records_processed() >= 50
+    });
+    job.stop().expect("a stop during a rebalance is clean");
+    cfg.stream_threads = 1;
+    cfg.commit_interval = Duration::from_millis(100);
+    let job = Job::start(&cfg).unwrap();
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let n = confirmations(&b);
+    assert_eq!(n.len(), 50, "every order confirmed");
+}
+
+#[test]
 fn a_truncated_changelog_restores_what_remains_and_the_job_runs() {
     let broker = cluster(1);
     let b = broker.bootstrap_servers().to_string();

@@ -493,6 +493,17 @@ impl TaskManager {
         if result.is_err() || !clean {
             self.abort_interval();
         }
+        // A rebalance (another member joining or leaving) refused the final
+        // commit: the partitions are moving anyway, and their next owner
+        // reprocesses from the last committed offsets, as after any
+        // rebalance. The stop itself is clean (Kafka Streams: tasks migrated).
+        let result = match result {
+            Err(e) if partitions_migrated(&e) => {
+                tracing::warn!(error = %e, "final commit refused by a rebalance: the partitions' next owner reprocesses the last interval");
+                Ok(())
+            }
+            other => other,
+        };
         for t in self.tasks.values_mut() {
             t.close();
         }
@@ -500,6 +511,19 @@ impl TaskManager {
         self.restorer.clear();
         self.publish_status();
         result
+    }
+}
+
+/// The group took the partitions away under a commit (a rebalance in
+/// progress, or this member's generation is gone).
+fn partitions_migrated(e: &TopologyError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e {
+        TopologyError::Kafka { source, .. } => matches!(
+            source.rdkafka_error_code(),
+            Some(C::RebalanceInProgress | C::IllegalGeneration | C::UnknownMemberId)
+        ),
+        _ => false,
     }
 }
 
