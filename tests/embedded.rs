@@ -346,20 +346,31 @@ fn two_instances_split_the_partitions_and_confirm_each_order_once() {
     c.stop().unwrap();
 }
 
-#[test]
-fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_keeps() {
-    let broker = cluster(4);
-    let b = broker.bootstrap_servers().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = job_config(&b, dir.path());
+/// Two stream threads that commit only when stopped (a 600 s interval).
+fn two_threads_committing_at_stop(brokers: &str, dir: &std::path::Path) -> weir::job::JobConfig {
+    let mut cfg = job_config(brokers, dir);
     cfg.stream_threads = 2;
-    // Nothing commits before the stop: the stop's final commits must carry
-    // the whole run, in both threads.
     cfg.commit_interval = Duration::from_secs(600);
-    let job = Job::start(&cfg).unwrap();
+    cfg
+}
+
+/// Starts the job and waits until its threads own all 4 partitions.
+fn start_both_threads(cfg: &weir::job::JobConfig) -> Job {
+    let job = Job::start(cfg).unwrap();
     wait_for("the two threads should own all 4 partitions", || {
         job.handle().assigned_partitions() == 4 && job.handle().is_ready()
     });
+    job
+}
+
+#[test]
+fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_keeps() {
+    // Nothing commits before the stop: the stop's final commits must carry
+    // the whole run, in both threads.
+    let (broker, dir) = (cluster(4), tempfile::tempdir().unwrap());
+    let b = broker.bootstrap_servers().to_string();
+    let mut cfg = two_threads_committing_at_stop(&b, dir.path());
+    let job = start_both_threads(&cfg);
     produce(&b, INPUT, &orders_each_twice("t", 200));
     let status = job.handle().status();
     wait_for("all 400 records processed", || {
@@ -404,16 +415,9 @@ fn a_stop_lets_every_stream_thread_commit_before_any_leaves_the_group() {
     // All input on partition 0: one thread has work to commit at the stop,
     // the other has none and would leave the group at once, and a leave
     // starts a rebalance under which the busy thread's commit is refused.
-    let broker = cluster(4);
+    let (broker, dir) = (cluster(4), tempfile::tempdir().unwrap());
     let b = broker.bootstrap_servers().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = job_config(&b, dir.path());
-    cfg.stream_threads = 2;
-    cfg.commit_interval = Duration::from_secs(600);
-    let job = Job::start(&cfg).unwrap();
-    wait_for("the two threads should own all 4 partitions", || {
-        job.handle().assigned_partitions() == 4 && job.handle().is_ready()
-    });
+    let job = start_both_threads(&two_threads_committing_at_stop(&b, dir.path()));
     produce_at(&b, INPUT, Some(0), &numbered_orders("p", "e", 50));
     let status = job.handle().status();
     wait_for("all 50 records processed", || {
@@ -429,12 +433,9 @@ fn a_stop_during_a_rebalance_is_clean_and_loses_nothing() {
     // The second thread's join starts a rebalance while the first thread
     // already processes; the stop's final commit meets the rebalance in
     // progress. That is no failure: the next owner reprocesses.
-    let broker = cluster(4);
+    let (broker, dir) = (cluster(4), tempfile::tempdir().unwrap());
     let b = broker.bootstrap_servers().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = job_config(&b, dir.path());
-    cfg.stream_threads = 2;
-    cfg.commit_interval = Duration::from_secs(600);
+    let mut cfg = two_threads_committing_at_stop(&b, dir.path());
     produce_at(&b, INPUT, Some(0), &numbered_orders("m", "e", 50));
     let job = Job::start(&cfg).unwrap();
     let status = job.handle().status();
