@@ -22,8 +22,30 @@ pub async fn create(args: TopicsArgs) -> anyhow::Result<()> {
         .set("bootstrap.servers", &args.brokers)
         .create()
         .context("creating the admin client")?;
+    // Existing topics are looked up first, not left to CreateTopics to
+    // refuse: a broker without the Admin API (the embedded one) can then
+    // still be "created" against when its topics exist.
+    let md = admin
+        .inner()
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .context("reading metadata")?;
+    let existing: Vec<&str> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name())
+        .collect();
+    let (present, missing): (Vec<&TopicSpec>, Vec<&TopicSpec>) = topics
+        .iter()
+        .partition(|t| existing.contains(&t.name.as_str()));
+    for t in present {
+        println!("exists  {}", t.name);
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
     let retention = args.retention_ms.map(|r| r.to_string());
-    let new: Vec<NewTopic<'_>> = topics
+    let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|t| {
             let n = NewTopic::new(
