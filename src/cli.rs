@@ -224,6 +224,12 @@ pub struct BenchArgs {
     /// Stream threads of the benchmarked jobs (`weir run --stream-threads`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub stream_threads: u16,
+    /// Commit interval of the benchmarked jobs in milliseconds, both
+    /// guarantees (`weir run --commit-interval-ms`). Default: `weir run`'s
+    /// (100 exactly-once, 1000 at-least-once). A broker whose transactions
+    /// are slow bounds exactly-once at short intervals.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -418,7 +418,13 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
     wait_for("all 400 records processed", || {
         status.records_processed() == 400
     });
+    assert_eq!(status.records_committed(), 0, "nothing committed yet");
     job.stop().unwrap();
+    assert_eq!(
+        status.records_committed(),
+        400,
+        "the final commits report what they carried"
+    );
     let confirmed = read_all(&b, CONFIRMED);
     assert_eq!(confirmed.len(), 200, "each order confirmed once");
     assert_eq!(confirmations(&b).len(), 200);

@@ -30,6 +30,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         latency_seconds: args.latency_seconds,
         job_kafka: Vec::new(),
         stream_threads: args.stream_threads.into(),
+        commit_interval: args.commit_interval_ms.map(Duration::from_millis),
     };
     let _embedded = match &args.brokers {
         Some(b) => {

@@ -42,6 +42,8 @@ pub(crate) struct TaskManager {
     provenance: Provenance,
     /// Commits failed in a row: the retry backoff grows with it.
     failed_commits: u32,
+    /// Records processed since the last commit (reported when it commits).
+    uncommitted_records: u64,
 }
 
 impl TaskManager {
@@ -67,6 +69,7 @@ impl TaskManager {
             txn_open: false,
             provenance: Provenance::new(run_id),
             failed_commits: 0,
+            uncommitted_records: 0,
         }
     }
 
@@ -232,8 +235,9 @@ impl TaskManager {
     }
 
     /// Counts records processed (for progress and benchmarks).
-    pub fn add_processed(&self, n: u64) {
+    pub fn add_processed(&mut self, n: u64) {
         self.status.add_processed(n);
+        self.uncommitted_records += n;
     }
 
     /// The rebalance epoch and whether any store is restoring, in one look.
@@ -320,6 +324,8 @@ impl TaskManager {
             timeout: self.cfg.request_timeout,
         };
         let committed = commit(&mut self.tasks, &scope, &mut self.txn_open)?;
+        self.status
+            .add_committed(std::mem::take(&mut self.uncommitted_records));
         self.provenance.advance();
         // Periodic work (state expiry) right after a commit, when the store
         // overlays are empty; its writes go out with the next commit.
@@ -336,6 +342,8 @@ impl TaskManager {
     /// Drops the interval's uncommitted work: the open transaction, store
     /// overlays and pending outputs.
     fn abort_interval(&mut self) {
+        // Processed again after the rewind, and counted then.
+        self.uncommitted_records = 0;
         if self.txn_open {
             self.txn_open = false;
             // Named so a checker can tell this transaction's records (a

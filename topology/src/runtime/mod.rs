@@ -304,6 +304,13 @@ impl StreamsStatus {
         self.0.processed()
     }
 
+    /// Input records whose processing has committed — offsets, outputs and
+    /// state — since the instance started: how far its consumer lag has
+    /// come down. Lags `records_processed` by up to one commit interval.
+    pub fn records_committed(&self) -> u64 {
+        self.0.committed()
+    }
+
     /// The error the first failed stream thread stopped on, if one did.
     /// Commits that failed in a row and are being retried (broker
     /// trouble, an output that cannot be delivered); 0 when the last one

@@ -27,6 +27,8 @@ pub(crate) struct Status {
     live: AtomicUsize,
     threads: Vec<ThreadSlot>,
     processed: AtomicU64,
+    /// Input records whose interval committed (offsets, outputs, state).
+    committed: AtomicU64,
     error: Mutex<Option<String>>,
 }
 
@@ -60,6 +62,7 @@ impl Status {
             live: AtomicUsize::new(threads),
             threads: (0..threads).map(|_| ThreadSlot::default()).collect(),
             processed: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             error: Mutex::new(None),
         })
     }
@@ -88,6 +91,10 @@ impl Status {
 
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// The most commits any thread has failed in a row.
@@ -193,6 +200,10 @@ impl ThreadStatus {
         self.shared.processed.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn add_committed(&self, n: u64) {
+        self.shared.committed.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn set_failed_commits(&self, n: u64) {
         self.shared.threads[self.index]
             .failed_commits
@@ -218,6 +229,8 @@ mod tests {
         a.add_processed(4);
         b.add_processed(6);
         assert_eq!(status.processed(), 10);
+        a.add_committed(4);
+        assert_eq!(status.committed(), 4);
         b.set_failed_commits(2);
         assert_eq!(status.failed_commits(), 2);
         a.stopped(Some("broker gone".into()));
