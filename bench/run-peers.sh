@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Weir and its peer, side by side on one broker: nisshi 0.7.0 (durable,
-# transactional, Admin API), the one broker here both can run on (Quix
-# Streams cannot run on the embedded broker: it creates its changelog topics
-# through the Admin API).
+# Weir and its peer, side by side on one broker, in one run.
 #
-#   bash bench/run-peers.sh [ORDERS]        (default 50,000 orders)
+#   bash bench/run-peers.sh [ORDERS] [nisshi|embedded]   (default 50,000, nisshi)
 #
-# Runs `weir bench --brokers nisshi` (raw pipe, Weir at-least-once and
-# exactly-once, restore), then bench/peers/quix_inventory.py in both modes on
-# the same input topic, and writes bench/results/<date>-nisshi.{md,json}
-# with the Weir / Quix ratios. Installs what it needs (nisshi through
-# scripts/nisshi.sh, quixstreams from PyPI).
+# nisshi 0.7.0: durable, transactional, Admin API; it stores in sqlite and
+# its write rate bounds both jobs (each writes ~1.65 records per input).
+# embedded: the librdkafka mock cluster as `weir broker`, a separate process;
+# it serves from memory, so the jobs' own cost is measured. It has no Admin
+# API: every topic is created when the broker starts, and Quix Streams runs
+# with --no-admin (bench/peers/quix_inventory.py). Input is spread over
+# enough partitions to stay under its ~5 MiB a partition, as `weir bench`
+# does.
+#
+# Runs `weir bench --brokers` (raw pipe, Weir at-least-once and exactly-once,
+# and on nisshi restore), then bench/peers/quix_inventory.py in both modes
+# on the same input topic, and writes bench/results/<date>-<broker>-peers.
+# {md,json} (nisshi: <date>-nisshi.{md,json}) with the Weir / Quix ratios.
+# Installs what it needs (nisshi through scripts/nisshi.sh, quixstreams from
+# PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORDERS="${1:-50000}"
+KIND="${2:-nisshi}"
 source scripts/env.sh
 bash scripts/setup.sh >/dev/null
-NISSHI="${WEIR_NISSHI:-$(bash scripts/nisshi.sh)}"
 python3 -c "import quixstreams" 2>/dev/null || python3 -m pip install -q quixstreams
 cargo build --release --workspace --all-targets
 WEIR="$CARGO_TARGET_DIR/release/weir"
@@ -24,30 +31,66 @@ WEIR="$CARGO_TARGET_DIR/release/weir"
 
 WORK="$(mktemp -d)"
 trap 'kill "${BROKER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-mkdir -p "$WORK/nisshi"
-(cd "$WORK/nisshi" && exec "$NISSHI" broker --listener-url "tcp://127.0.0.1:$PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine sqlite://nisshi.db \
-  --group-initial-rebalance-delay 0s --silent) >/dev/null 2>&1 &
-BROKER=$!
-B="127.0.0.1:$PORT"
-for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+case "$KIND" in
+nisshi)
+  NISSHI="${WEIR_NISSHI:-$(bash scripts/nisshi.sh)}"
+  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  mkdir -p "$WORK/nisshi"
+  (cd "$WORK/nisshi" && exec "$NISSHI" broker --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine sqlite://nisshi.db \
+    --group-initial-rebalance-delay 0s --silent) >/dev/null 2>&1 &
+  BROKER=$!
+  B="127.0.0.1:$PORT"
+  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  # Quix Streams reads the source topic's retention.ms back: set it.
+  "$WEIR" topics create --brokers "$B" --topic bench-in:8 --retention-ms 604800000
+  BENCH=(--partitions 8 --steps raw,alo,eos,restore)
+  QUIX=()
+  NAME="nisshi 0.7.0 (sqlite storage, a separate process on this machine)"
+  OUT="bench/results/$(date +%F)-nisshi"
+  ;;
+embedded)
+  # As `weir bench` on the embedded broker: ~340 bytes a record, 1.21
+  # records an order, at most ~3 MiB a partition.
+  P="$(python3 -c "import math,sys; print(max(8, math.ceil(int(sys.argv[1]) * 1.21 * 340 / 3 / 1048576)))" "$ORDERS")"
+  # The topics `weir bench` uses (src/bench.rs, `topics`) and Quix's.
+  TOPICS=()
+  for t in bench-in bench-raw-out quix-alo-confirmed quix-eos-confirmed \
+    changelog__quix-inventory-alo--bench-in--default \
+    changelog__quix-inventory-eos--bench-in--default; do
+    TOPICS+=(--topic "$t:$P")
+  done
+  for m in alo eos lat-alo lat-eos; do
+    TOPICS+=(--topic "bench-$m-confirmed:$P" --topic "bench-$m-dedup-changelog:$P" --topic "bench-$m-dlq:1")
+  done
+  TOPICS+=(--topic "bench-lat-alo-in:$P" --topic "bench-lat-eos-in:$P" --topic quix-alo-dlq:1 --topic quix-eos-dlq:1)
+  "$WEIR" broker "${TOPICS[@]}" --bootstrap-file "$WORK/bootstrap" --log warn >"$WORK/broker.log" 2>&1 &
+  BROKER=$!
+  for _ in $(seq 1 100); do [ -s "$WORK/bootstrap" ] && break; sleep 0.1; done
+  B="$(cat "$WORK/bootstrap")"
+  # As `weir bench` sets for its in-process embedded broker (see its results).
+  BENCH=(--partitions "$P" --steps raw,alo,eos -X consumer.fetch.wait.max.ms=10 -X consumer.session.timeout.ms=6000)
+  QUIX=(--no-admin)
+  NAME="the embedded broker (librdkafka mock cluster) as \`weir broker\`, a separate process on this machine"
+  OUT="bench/results/$(date +%F)-embedded-peers"
+  ;;
+*)
+  echo "broker: nisshi or embedded, not $KIND" >&2
+  exit 2
+  ;;
+esac
 
-# Quix Streams reads the source topic's retention.ms back: set it.
-"$WEIR" topics create --brokers "$B" --topic bench-in:8 --retention-ms 604800000
-"$WEIR" bench --brokers "$B" --orders "$ORDERS" --partitions 8 \
-  --steps raw,alo,eos,restore --out "$WORK/weir"
+"$WEIR" bench --brokers "$B" --orders "$ORDERS" "${BENCH[@]}" --log error --out "$WORK/weir"
 N="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['input_records'])" "$WORK/weir/results.json")"
 for g in at-least-once exactly-once; do
   echo "  … quixstreams, $g"
   python3 bench/peers/quix_inventory.py --brokers "$B" --guarantee "$g" \
-    --expect "$N" --out "$WORK/quix-$g.json" 2> >(grep -v -i deprecat >&2)
+    --expect "$N" --out "$WORK/quix-$g.json" "${QUIX[@]}" 2> >(grep -v -i -E 'deprecat|httpx2' >&2)
 done
 
-OUT="bench/results/$(date +%F)-nisshi"
-python3 - "$WORK" "$OUT" <<'PY'
+python3 - "$WORK" "$OUT" "$NAME" <<'PY'
 import json, sys
-work, out = sys.argv[1], sys.argv[2]
+work, out, name = sys.argv[1], sys.argv[2], sys.argv[3]
 weir = json.load(open(f"{work}/weir/results.json"))
 quix = {g: json.load(open(f"{work}/quix-{g}.json")) for g in ["at-least-once", "exactly-once"]}
 rate = {r["name"]: r["rate"] for r in weir["rows"]}
@@ -57,7 +100,7 @@ for g in quix:
     q = quix[g]["rate"]
     peer.append({"guarantee": g, "weir_rate": w, "quix_rate": q, "weir_over_quix": w / q})
 weir["peer"] = peer
-weir["broker"] = "nisshi 0.7.0 (sqlite storage, a separate process on this machine)"
+weir["broker"] = name
 md = open(f"{work}/weir/results.md").read()
 md = "\n".join(
     l.replace(l[l.index("Broker: "):l.index(". Machine")], "Broker: " + weir["broker"])

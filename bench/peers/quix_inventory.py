@@ -9,8 +9,13 @@ orders to one topic, undecodable/invalid ones to a dead-letter topic.
 Runs until it has processed N input records, then prints and writes
 {"records": N, "seconds": ..., "rate": ...} (start-up included, as for Weir).
 Quix Streams creates its changelog topics through the Admin API and reads
-the source topic's retention.ms back, so the broker must have both (nisshi
-does once the topic has retention.ms set: `weir topics create --retention-ms`).
+every topic's configuration back (DescribeConfigs), so the broker must have
+both (nisshi does once the topic has retention.ms set: `weir topics create
+--retention-ms`). With --no-admin it runs on a broker that has neither (the
+embedded broker, `weir broker`): every topic, its changelog
+(changelog__quix-inventory-<alo|eos>--<input>--default) included, must exist
+with the input's partition count, and the configurations Quix would read
+are taken to be a Kafka broker's defaults (compaction for the changelog).
 """
 
 import argparse
@@ -26,7 +31,41 @@ p.add_argument("--input", default="bench-in")
 p.add_argument("--guarantee", choices=["exactly-once", "at-least-once"], required=True)
 p.add_argument("--expect", type=int, required=True, help="input records to process")
 p.add_argument("--out")
+p.add_argument(
+    "--no-admin",
+    action="store_true",
+    help="the broker has no Admin API: topics exist, configurations are assumed",
+)
 args = p.parse_args()
+
+if args.no_admin:
+    from quixstreams.models.topics.admin import TopicAdmin
+    from quixstreams.models.topics.topic import TopicConfig
+
+    def inspect_topics(self, topic_names, timeout=30):
+        cluster = self.list_topics(timeout=timeout)
+        return {
+            name: TopicConfig(
+                num_partitions=len(cluster[name].partitions),
+                replication_factor=1,
+                extra_config={
+                    "retention.ms": "604800000",
+                    "retention.bytes": "-1",
+                    "cleanup.policy": "compact" if name.startswith("changelog__") else "delete",
+                },
+            )
+            if name in cluster
+            else None
+            for name in topic_names
+        }
+
+    def create_topics(self, topics, timeout=30, finalize_timeout=60):
+        missing = [t.name for t in topics if t.name not in self.list_topics(timeout=timeout)]
+        if missing:
+            raise SystemExit(f"--no-admin: create these topics first: {', '.join(missing)}")
+
+    TopicAdmin.inspect_topics = inspect_topics
+    TopicAdmin.create_topics = create_topics
 
 mode = "eos" if args.guarantee == "exactly-once" else "alo"
 started = time.monotonic()
