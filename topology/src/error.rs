@@ -149,4 +149,13 @@ pub enum TopologyError {
     /// The runtime's thread died.
     #[error("stream thread panicked: {0}")]
     Panicked(String),
+    /// The operating system refused a thread (resource limits).
+    #[error("cannot start the {what} thread: {source}")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -108,9 +108,10 @@ impl KafkaStreams {
                     for t in handles {
                         let _ = t.join();
                     }
-                    return Err(TopologyError::Panicked(format!(
-                        "cannot spawn stream thread: {e}"
-                    )));
+                    return Err(TopologyError::Spawn {
+                        what: "stream",
+                        source: e,
+                    });
                 }
             }
         }

@@ -431,10 +431,11 @@ impl Restorer {
                 });
             let writer = match writer {
                 Ok(w) => w,
-                Err(e) => {
-                    return Err(TopologyError::Config(format!(
-                        "cannot start the restore writer thread: {e}"
-                    )))
+                Err(source) => {
+                    return Err(TopologyError::Spawn {
+                        what: "restore writer",
+                        source,
+                    })
                 }
             };
             self.read(deadline, &to_writer);
