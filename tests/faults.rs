@@ -205,3 +205,67 @@ fn a_dead_letter_that_cannot_be_published_holds_the_input_until_it_can() {
     assert!(job.readiness()().ready);
     job.stop().unwrap();
 }
+
+/// An output the producer refuses outright (here: a confirmation bigger
+/// than the producer's `message.max.bytes`) is never skipped: each commit
+/// fails and rewinds, the input stays committed just before that order,
+/// and the orders after it wait with it — none is confirmed while it is
+/// refused. Restarted with a limit that fits, the job confirms every order
+/// exactly once.
+#[test]
+fn an_output_the_producer_refuses_holds_the_input_until_it_is_accepted() {
+    let broker = cluster(1);
+    let b = broker.bootstrap_servers().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let small = job_config(&b, dir.path());
+    let mut limited = small.clone();
+    limited
+        .kafka
+        .push(("producer.message.max.bytes".into(), "3000".into()));
+    let job = Job::start(&limited).unwrap();
+    let before = numbered_orders("before", "e", 5);
+    produce(&b, INPUT, &before);
+    wait_committed(&b, "inventory");
+    assert_eq!(committed(&b).get(&0), Some(&5));
+
+    let mut big = order("big-event", "big");
+    big["data"]["note"] = serde_json::Value::String("x".repeat(4000));
+    let mut rest = vec![Input::json("big", &big)];
+    rest.extend(numbered_orders("after", "f", 5));
+    produce(&b, INPUT, &rest);
+
+    let status = job.handle().status();
+    wait_for("commits never failed while an output was refused", || {
+        assert!(status.error().is_none(), "{:?}", status.error());
+        status.failed_commits() >= 2
+    });
+    assert!(!job.readiness()().ready);
+    assert_eq!(
+        committed(&b).get(&0),
+        Some(&5),
+        "the input moved past the refused order"
+    );
+    let got = confirmations(&b);
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        (0..5).map(|i| format!("before-{i}")).collect::<Vec<_>>(),
+        "an order at or after the refused one was confirmed"
+    );
+    // Its final commit fails the same way: nothing more is committed.
+    let _ = job.stop();
+    assert_eq!(committed(&b).get(&0), Some(&5));
+
+    let job = Job::start(&small).unwrap();
+    wait_committed(&b, "inventory");
+    job.stop().unwrap();
+    let got = confirmations(&b);
+    let mut expected: Vec<String> = before
+        .iter()
+        .chain(&rest)
+        .map(|o| o.key.clone().unwrap())
+        .collect();
+    expected.sort();
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(got.values().all(|n| *n == 1), "{got:?}");
+    assert!(read_all(&b, DLQ).is_empty());
+}

@@ -23,7 +23,8 @@
 //! - `task`: one topology instance per input partition (shared by the
 //!   runtime and the test driver).
 //! - `runtime/`: the stream thread, rebalance handling, the commit protocol
-//!   (`commit.rs`) and restore (`restore.rs`).
+//!   (`commit.rs`), the output sender thread (`sender.rs`) and restore
+//!   (`restore.rs`).
 //! - `kafka/`: client configuration, topic administration, the producer's
 //!   delivery tracking and the changelog writer.
 

@@ -11,6 +11,7 @@ use weir_state::{ChangelogSink, StateError};
 use crate::kafka::producer::{self, WeirProducer, KIND_CHANGELOG};
 use crate::record::Headers;
 use crate::runtime::context::StreamContext;
+use crate::runtime::sender::OutputSender;
 use crate::runtime::task::Task;
 use crate::{metrics, Guarantee, TopologyError};
 
@@ -106,6 +107,7 @@ fn kafka(op: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> TopologyError +
 #[derive(Clone, Copy)]
 pub(crate) struct CommitScope<'a> {
     pub producer: &'a WeirProducer,
+    pub sender: &'a OutputSender,
     pub consumer: &'a BaseConsumer<StreamContext>,
     pub source_topic: &'a str,
     pub guarantee: Guarantee,
@@ -117,9 +119,10 @@ pub(crate) struct CommitScope<'a> {
 /// group's offsets. A crash at any step loses nothing.
 ///
 /// **At-least-once**
-/// 1. *Outputs.* Sink and dead-letter records were handed to the producer
-///    as they were processed (no per-record wait). Flush: all are delivered,
-///    or the commit stops here.
+/// 1. *Outputs.* Sink and dead-letter records were handed to the output
+///    sender as they were processed (no per-record wait). Drain it (every
+///    one is in the producer, or the commit stops here), then flush: all
+///    are delivered, or the commit stops here.
 /// 2. *Changelog.* Each task's store transaction sends one record per key
 ///    written since the last commit to its changelog partition (same number
 ///    as the input partition), tagged with the input offset that caused it.
@@ -140,7 +143,8 @@ pub(crate) struct CommitScope<'a> {
 ///
 /// **Exactly-once** (one transaction per interval, begun by the first
 /// record sent in it)
-/// 1. *Outputs* are already in the open transaction.
+/// 1. *Outputs* are in the open transaction once the output sender is
+///    drained.
 /// 2. *Changelog* records are sent into the same transaction.
 /// 3. *Input offsets* are added to it (`send_offsets_to_transaction` with the
 ///    consumer's group metadata).
@@ -161,6 +165,7 @@ pub(crate) fn commit(
 ) -> Result<bool, TopologyError> {
     let CommitScope {
         producer,
+        sender,
         consumer,
         source_topic,
         guarantee,
@@ -168,6 +173,8 @@ pub(crate) fn commit(
         timeout,
     } = *scope;
     let started = Instant::now();
+    // 1. (both guarantees) Every output handed over is in the producer.
+    sender.drain()?;
     let exactly_once = guarantee == Guarantee::ExactlyOnce;
     let mut tpl = TopicPartitionList::new();
     for task in tasks.values() {

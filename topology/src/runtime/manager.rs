@@ -10,11 +10,12 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::producer::{self, WeirProducer, KIND_DEAD_LETTER, KIND_OUTPUT};
+use crate::kafka::producer::WeirProducer;
 use crate::record::{Headers, SourceCoordinates, SourceRecord};
 use crate::runtime::commit::{commit, CommitScope, Provenance};
 use crate::runtime::context::StreamContext;
 use crate::runtime::restore::Restorer;
+use crate::runtime::sender::OutputSender;
 use crate::runtime::status::ThreadStatus;
 use crate::runtime::task::{Task, TaskState};
 use crate::task::now_ms;
@@ -24,7 +25,9 @@ pub(crate) struct TaskManager {
     pub cfg: StreamsConfig,
     topology: Topology,
     source_topic: Arc<str>,
-    pub producer: WeirProducer,
+    pub producer: Arc<WeirProducer>,
+    /// Hands sink and dead-letter records to the producer on its own thread.
+    sender: OutputSender,
     pub tasks: BTreeMap<i32, Task>,
     restorer: Restorer,
     /// Assigned tasks whose restore has not been planned yet (planning needs
@@ -54,12 +57,20 @@ impl TaskManager {
         restorer: Restorer,
         status: ThreadStatus,
         run_id: String,
-    ) -> Self {
-        Self {
+        instance: &str,
+    ) -> Result<Self, TopologyError> {
+        let producer = Arc::new(producer);
+        let sender = OutputSender::start(
+            producer.clone(),
+            topology.dead_letter_topic().map(str::to_string),
+            format!("weir-send-{instance}"),
+        )?;
+        Ok(Self {
             source_topic: Arc::from(topology.source_topic()),
             cfg,
             topology,
             producer,
+            sender,
             tasks: BTreeMap::new(),
             restorer,
             new_tasks: Vec::new(),
@@ -70,7 +81,7 @@ impl TaskManager {
             provenance: Provenance::new(run_id),
             failed_commits: 0,
             uncommitted_records: 0,
-        }
+        })
     }
 
     /// This thread's handle on the instance's status.
@@ -278,37 +289,24 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Hands every task's outputs to the producer.
+    /// Hands every task's outputs to the output sender (one batch, in task
+    /// order; a refusal shows at the next commit's drain).
     pub fn send_outputs(&mut self) -> Result<(), TopologyError> {
-        let dead_letters = self.topology.dead_letter_topic().map(str::to_string);
-        let any = self.tasks.values().any(|t| !t.core.outputs.is_empty());
-        if any && self.cfg.guarantee == Guarantee::ExactlyOnce && !self.txn_open {
+        let n: usize = self.tasks.values().map(|t| t.core.outputs.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        if self.cfg.guarantee == Guarantee::ExactlyOnce && !self.txn_open {
             self.producer
                 .begin_transaction()
                 .map_err(|source| classify(source, "begin transaction"))?;
             self.txn_open = true;
         }
+        let mut records = Vec::with_capacity(n);
         for task in self.tasks.values_mut() {
-            for mut r in task.core.outputs.drain(..) {
-                self.provenance.stamp(&mut r.headers);
-                let kind = if Some(&*r.topic) == dead_letters.as_deref() {
-                    KIND_DEAD_LETTER
-                } else {
-                    KIND_OUTPUT
-                };
-                producer::send(
-                    &self.producer,
-                    &r.topic,
-                    None,
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                    &r.headers,
-                    Some(r.timestamp),
-                    kind,
-                )?;
-            }
+            records.append(&mut task.core.outputs);
         }
-        Ok(())
+        self.sender.send(records, &self.provenance)
     }
 
     fn commit_all(
@@ -317,6 +315,7 @@ impl TaskManager {
     ) -> Result<bool, TopologyError> {
         let scope = CommitScope {
             producer: &self.producer,
+            sender: &self.sender,
             consumer,
             source_topic: &self.source_topic,
             guarantee: self.cfg.guarantee,
@@ -344,6 +343,8 @@ impl TaskManager {
     fn abort_interval(&mut self) {
         // Processed again after the rewind, and counted then.
         self.uncommitted_records = 0;
+        // Nothing of this interval may reach the producer after the abort.
+        self.sender.discard();
         if self.txn_open {
             self.txn_open = false;
             // Named so a checker can tell this transaction's records (a

@@ -10,6 +10,7 @@ mod commit;
 mod context;
 mod manager;
 mod restore;
+mod sender;
 mod status;
 mod stream_thread;
 mod task;
@@ -168,14 +169,15 @@ fn build_manager(
     let run = run_id();
     // Every record this run writes carries it in its weir.run header.
     tracing::info!(%run, "producer ready");
-    Ok(TaskManager::new(
+    TaskManager::new(
         config.clone(),
         topology.clone(),
         producer,
         restorer,
         status.clone(),
         run,
-    ))
+        instance,
+    )
 }
 
 /// Runs the stream thread; after a fencing or a fatal producer error,

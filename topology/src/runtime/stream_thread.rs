@@ -1,8 +1,9 @@
 //! The stream thread: one consumer-group member, its tasks, one loop.
 //!
 //! Each turn: poll a batch (rebalances happen inside poll), process it,
-//! hand outputs to the producer, restore a slice, commit when the interval
-//! is due, refresh gauges. Nothing in the loop waits per record.
+//! hand its outputs to the output sender thread (which feeds the producer),
+//! restore a slice, commit when the interval is due, refresh gauges.
+//! Nothing in the loop waits per record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
