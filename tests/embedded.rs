@@ -418,6 +418,9 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
     wait_for("all 400 records processed", || {
         status.records_processed() == 400
     });
+    // The threads joined the group together: one assignment each, no
+    // rebalance taking the first thread's partitions back.
+    assert_eq!(status.assignments(), 2);
     assert_eq!(status.records_committed(), 0, "nothing committed yet");
     job.stop().unwrap();
     assert_eq!(

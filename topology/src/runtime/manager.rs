@@ -135,6 +135,7 @@ impl TaskManager {
     pub fn on_assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &TopicPartitionList) {
         self.epoch += 1;
         ::metrics::counter!(metrics::REBALANCES).increment(1);
+        self.status.add_assignment();
         let mut partitions = Vec::new();
         for e in tpl.elements() {
             if e.topic() != &*self.source_topic {

@@ -314,7 +314,13 @@ impl StreamsStatus {
         self.0.committed()
     }
 
-    /// The error the first failed stream thread stopped on, if one did.
+    /// Partition assignments the instance's stream threads received since
+    /// it started: one per thread when they joined the group together and
+    /// nothing moved since; each rebalance adds one per thread.
+    pub fn assignments(&self) -> u64 {
+        self.0.assignments()
+    }
+
     /// Commits that failed in a row and are being retried (broker
     /// trouble, an output that cannot be delivered); 0 when the last one
     /// succeeded. Input does not move past uncommitted work meanwhile.
@@ -322,6 +328,7 @@ impl StreamsStatus {
         self.0.failed_commits()
     }
 
+    /// The error the first failed stream thread stopped on, if one did.
     pub fn error(&self) -> Option<String> {
         self.0.error()
     }

@@ -29,6 +29,8 @@ pub(crate) struct Status {
     processed: AtomicU64,
     /// Input records whose interval committed (offsets, outputs, state).
     committed: AtomicU64,
+    /// Partition assignments received, by any thread.
+    assignments: AtomicU64,
     error: Mutex<Option<String>>,
 }
 
@@ -63,6 +65,7 @@ impl Status {
             threads: (0..threads).map(|_| ThreadSlot::default()).collect(),
             processed: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            assignments: AtomicU64::new(0),
             error: Mutex::new(None),
         })
     }
@@ -95,6 +98,10 @@ impl Status {
 
     pub fn committed(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)
+    }
+
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(Ordering::Relaxed)
     }
 
     /// The most commits any thread has failed in a row.
@@ -198,6 +205,10 @@ impl ThreadStatus {
 
     pub fn add_processed(&self, n: u64) {
         self.shared.processed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_assignment(&self) {
+        self.shared.assignments.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_committed(&self, n: u64) {
