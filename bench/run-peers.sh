@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Weir and its peer, side by side on one broker, in one run.
 #
-#   bash bench/run-peers.sh [ORDERS] [nisshi|embedded]   (default 50,000, nisshi)
+#   bash bench/run-peers.sh [ORDERS] [nisshi|embedded] [THREADS]
+#                                  (default 50,000, nisshi, 1 stream thread)
 #
 # nisshi 0.7.0: durable, transactional, Admin API; it stores in sqlite and
 # its write rate bounds both jobs (each writes ~1.65 records per input).
@@ -16,12 +17,15 @@
 # and on nisshi restore), then bench/peers/quix_inventory.py in both modes
 # on the same input topic, and writes bench/results/<date>-<broker>-peers.
 # {md,json} (nisshi: <date>-nisshi.{md,json}) with the Weir / Quix ratios.
+# THREADS > 1 runs Weir's jobs with that many stream threads (Quix Streams
+# has one per process) and adds -threadsN to the file name.
 # Installs what it needs (nisshi through scripts/nisshi.sh, quixstreams from
 # PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORDERS="${1:-50000}"
 KIND="${2:-nisshi}"
+THREADS="${3:-1}"
 source scripts/env.sh
 bash scripts/setup.sh >/dev/null
 python3 -c "import quixstreams" 2>/dev/null || python3 -m pip install -q quixstreams
@@ -79,6 +83,8 @@ embedded)
   exit 2
   ;;
 esac
+BENCH+=(--stream-threads "$THREADS")
+[ "$THREADS" = 1 ] || OUT="$OUT-threads$THREADS"
 
 "$WEIR" bench --brokers "$B" --orders "$ORDERS" "${BENCH[@]}" --log error --out "$WORK/weir"
 N="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['input_records'])" "$WORK/weir/results.json")"
