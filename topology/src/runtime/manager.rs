@@ -403,8 +403,8 @@ impl TaskManager {
     /// attempt can fix (broker trouble, an undeliverable output, a
     /// transaction that must be aborted) backs off and rewinds the input to
     /// the last committed offsets; nothing is dropped or dead-lettered. A
-    /// store failure or a dead producer is returned (the caller stops, or
-    /// re-creates the producer).
+    /// store failure, a dead producer or a dead output sender is returned
+    /// (the caller stops, or re-creates the producer).
     fn recover(
         &mut self,
         consumer: &BaseConsumer<StreamContext>,
@@ -416,7 +416,9 @@ impl TaskManager {
         let e = self.fenced_or(e); // the abort itself may reveal it
         if matches!(
             e,
-            TopologyError::ProducerFenced(_) | TopologyError::State { .. }
+            TopologyError::ProducerFenced(_)
+                | TopologyError::State { .. }
+                | TopologyError::Panicked(_)
         ) {
             return Err(e);
         }

@@ -125,8 +125,11 @@ impl Drop for OutputSender {
     }
 }
 
+/// The sender thread ends only when its queue closes, so a closed queue
+/// means it panicked: nothing more would reach the producer, and retrying
+/// cannot help (the stream thread stops on it).
 fn gone() -> TopologyError {
-    TopologyError::Commit("the output sender thread is gone".into())
+    TopologyError::Panicked("its output sender thread stopped".into())
 }
 
 fn run(
@@ -171,5 +174,99 @@ fn run(
                 let _ = reply.send(refused.take().map_or(Ok(()), Err));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    use super::*;
+    use crate::kafka::producer::DeliveryTracker;
+    use crate::record::Headers;
+
+    const TOPIC: &str = "out";
+
+    fn record(key: &str, value_len: usize) -> OutputRecord {
+        OutputRecord {
+            topic: Arc::from(TOPIC),
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(vec![b'x'; value_len]),
+            headers: Headers::new(),
+            timestamp: 1,
+        }
+    }
+
+    /// Every key on the topic, in offset order.
+    fn keys(brokers: &str) -> Vec<String> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "reader")
+            .create()
+            .unwrap();
+        let (_, high) = c
+            .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let mut keys = Vec::new();
+        while (keys.len() as i64) < high {
+            if let Some(m) = c.poll(Duration::from_secs(10)) {
+                let m = m.unwrap();
+                keys.push(String::from_utf8_lossy(m.key().unwrap()).into_owned());
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn records_after_a_refused_one_are_dropped_and_the_drain_reports_it() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let producer: WeirProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("message.max.bytes", "2000")
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        let producer = Arc::new(producer);
+        let sender = OutputSender::start(producer.clone(), None, "test-send".into()).unwrap();
+        let run = Provenance::new("run".into());
+
+        sender
+            .send(vec![record("a", 10), record("b", 10)], &run)
+            .unwrap();
+        sender
+            .send(vec![record("too-big", 5000), record("c", 10)], &run)
+            .unwrap();
+        sender.send(vec![record("d", 10)], &run).unwrap();
+        let err = sender.drain().unwrap_err();
+        assert!(err.to_string().contains("produce to out"), "{err}");
+        // The next interval starts clean.
+        sender.send(vec![record("e", 10)], &run).unwrap();
+        sender.drain().unwrap();
+        producer::flush(&producer, Duration::from_secs(10)).unwrap();
+        assert_eq!(keys(&brokers), ["a", "b", "e"]);
+    }
+
+    #[test]
+    fn a_stopped_sender_thread_is_an_error_not_a_hang() {
+        let (queue, work) = sync_channel(1);
+        drop(work);
+        let sender = OutputSender {
+            queue: Some(queue),
+            thread: None,
+            generation: Arc::new(AtomicU64::new(0)),
+        };
+        let run = Provenance::new("run".into());
+        let sent = sender.send(vec![record("a", 1)], &run).unwrap_err();
+        assert!(matches!(sent, TopologyError::Panicked(_)), "{sent}");
+        assert!(matches!(sender.drain(), Err(TopologyError::Panicked(_))));
     }
 }
