@@ -76,6 +76,11 @@ struct DedupNode<K, V> {
     /// Empty: from the start (after a restart, an aborted interval, or when
     /// a record with an older timestamp put an index entry below it).
     resume: Vec<u8>,
+    /// The duplicates counter, looked up at the first duplicate (not at
+    /// construction, which may come before a metrics recorder is installed)
+    /// and kept: a labelled lookup per duplicate was a registry hash and a
+    /// string copy.
+    duplicates: Option<::metrics::Counter>,
 }
 
 impl<K: Data, V: Data> Node for DedupNode<K, V> {
@@ -100,7 +105,10 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
         })?;
         let mut store = weir_state::TypedStore::new(tx, offset);
         if let Some(seen) = store.get::<SeenEntry>(&key)? {
-            ::metrics::counter!(metrics::DUPLICATES, metrics::LABEL_STORE => self.store.clone())
+            self.duplicates
+                .get_or_insert_with(|| {
+                    ::metrics::counter!(metrics::DUPLICATES, metrics::LABEL_STORE => self.store.clone())
+                })
                 .increment(1);
             tracing::debug!(
                 key = %String::from_utf8_lossy(&key),
@@ -227,6 +235,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                     key_fn: key_fn.clone(),
                     retention_ms,
                     resume: Vec::new(),
+                    duplicates: None,
                 })
             }),
         )
