@@ -70,16 +70,51 @@ struct Data<'a> {
     order_id: Cow<'a, str>,
     #[serde(rename = "customerId", borrow)]
     customer_id: Cow<'a, str>,
-    #[serde(borrow)]
-    items: Vec<&'a RawValue>,
+    items: Vec<Item>,
     #[serde(default, borrow)]
     currency: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+/// The fields of an item the rules read. Read as a JSON object only: a
+/// derived `Deserialize` would take an array too (by position), and
+/// reading each item as raw text first to check was a second pass.
 struct Item {
     quantity: u64,
     price: f64,
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Item;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an item object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+                let (mut quantity, mut price) = (None, None);
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let slot_taken = match &*key {
+                        "quantity" => quantity.replace(map.next_value()?).is_some(),
+                        "price" => price.replace(map.next_value()?).is_some(),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            false
+                        }
+                    };
+                    if slot_taken {
+                        return Err(A::Error::custom(format!("duplicate field {key}")));
+                    }
+                }
+                Ok(Item {
+                    quantity: quantity.ok_or_else(|| A::Error::missing_field("quantity"))?,
+                    price: price.ok_or_else(|| A::Error::missing_field("price"))?,
+                })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// serde reads a struct from a JSON array too (by position); the rules want
@@ -94,8 +129,7 @@ fn typed(bytes: &[u8]) -> Option<TypedEvent> {
     let data: Data<'_> = serde_json::from_str(object(env.data.get())?).ok()?;
     let mut items_ok = true;
     let mut total = 0.0;
-    for raw in &data.items {
-        let item: Item = serde_json::from_str(object(raw.get())?).ok()?;
+    for item in &data.items {
         items_ok &= item.quantity >= 1 && item.price >= 0.0;
         total += item.quantity as f64 * item.price;
     }
@@ -276,6 +310,18 @@ mod tests {
             (
                 r#"[{"productId":"p","quantity":2,"price":9.5}]"#,
                 r#"[{"quantity":1,"price":1},{"quantity":1}]"#,
+            ),
+            (
+                r#"[{"productId":"p","quantity":2,"price":9.5}]"#,
+                r#"[{"quantity":0,"quantity":2,"price":9.5}]"#,
+            ),
+            (
+                r#"[{"productId":"p","quantity":2,"price":9.5}]"#,
+                r#"[{"quantity":2,"price":9.5},5]"#,
+            ),
+            (
+                r#"[{"productId":"p","quantity":2,"price":9.5}]"#,
+                r#"[{"quantity":2,"price":9.5,"extra":{"a":[1]}}]"#,
             ),
             (r#""eventId":"e-1""#, r#""eventId":"e-1","eventId":"e-2""#),
             (
