@@ -61,12 +61,22 @@ impl<'a> TypedStore<'a> {
 
 /// Encodes a value the way typed stores do.
 pub fn encode<V: Serialize>(store: &str, value: &V) -> Result<Vec<u8>, StateError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
-        StateError::Encode {
+    // Sized up front: bincode's `encode_to_vec` starts empty and grows one
+    // varint at a time (a dedup entry reallocated on every put). A value's
+    // in-memory size plus a varint's worst case covers fixed-size values;
+    // a zero-sized one (an index entry's `()`) encodes to nothing.
+    let hint = match std::mem::size_of::<V>() {
+        0 => 0,
+        n => n + 8,
+    };
+    let mut out = Vec::with_capacity(hint);
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).map_err(
+        |e| StateError::Encode {
             store: store.to_string(),
             message: e.to_string(),
-        }
-    })
+        },
+    )?;
+    Ok(out)
 }
 
 /// Decodes a value the way typed stores do. The bytes must be exactly one
@@ -109,6 +119,21 @@ mod tests {
         assert!(typed.contains(b"o-1").unwrap());
         typed.delete(b"o-1");
         assert_eq!(typed.get::<Seen>(b"o-1").unwrap(), None);
+    }
+
+    /// Stores and changelogs written before hold these exact bytes.
+    #[test]
+    fn the_encoding_is_bincode_standard_varints() {
+        let seen = Seen {
+            first_seen_ms: 1_763_800_000_000,
+        };
+        let bytes = encode("s", &seen).unwrap();
+        // 253: a u64 varint follows, 8 bytes little-endian, of the zigzag
+        // encoding (2 × 1,763,800,000,000 = 0x0335_5558_4C00).
+        assert_eq!(bytes, [253, 0x00, 0x4c, 0x58, 0x55, 0x35, 0x03, 0, 0]);
+        assert_eq!(decode::<Seen>("s", &bytes).unwrap(), seen);
+        assert!(encode("s", &()).unwrap().is_empty());
+        assert_eq!(encode("s", &"o-1").unwrap(), b"\x03o-1");
     }
 
     #[test]
