@@ -10,7 +10,7 @@ use weir_state::StoreTransaction;
 
 use crate::builder::TopologyInner;
 use crate::dead_letter::{dead_letter_headers, Failure};
-use crate::graph::{Node, NodeContext, Target};
+use crate::graph::{ErasedRecord, Node, NodeContext, Target};
 use crate::record::{OutputRecord, SourceCoordinates, SourceRecord};
 use crate::{metrics, FailureKind, ProcessError, Topology, TopologyError};
 
@@ -32,6 +32,10 @@ pub(crate) struct TaskCore {
     pub stores: HashMap<String, StoreTransaction>,
     /// Records produced since the runtime last drained them.
     pub outputs: Vec<OutputRecord>,
+    /// The walk's stack and a node's forwards, kept between records: made
+    /// anew they were an allocation per record and one per node.
+    stack: Vec<(usize, ErasedRecord)>,
+    forwards: Vec<(Target, ErasedRecord)>,
 }
 
 impl TaskCore {
@@ -51,6 +55,8 @@ impl TaskCore {
             nodes,
             stores,
             outputs: Vec::new(),
+            stack: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 
@@ -77,7 +83,13 @@ impl TaskCore {
     fn run(&mut self, raw: &SourceRecord<'_>, failed_node: &mut usize) -> Result<(), ProcessError> {
         let topo = self.topology.clone();
         let first = (topo.decoder)(raw)?;
-        let mut stack = vec![(topo.source_node, first)];
+        // Taken, and given back only on success: after a failure they may
+        // hold records of the failed input, which must go.
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut forwards = std::mem::take(&mut self.forwards);
+        stack.clear();
+        forwards.clear();
+        stack.push((topo.source_node, first));
         while let Some((id, record)) = stack.pop() {
             let spec = &topo.nodes[id];
             *failed_node = id;
@@ -85,13 +97,14 @@ impl TaskCore {
                 stores: &mut self.stores,
                 allowed_stores: &spec.stores,
                 source: &raw.coordinates,
-                forwards: Vec::new(),
+                forwards,
                 outputs: &mut self.outputs,
                 node_name: &spec.name,
             };
             self.nodes[id].process(record, &mut ctx)?;
+            forwards = ctx.forwards;
             // Depth-first, in forward order: push in reverse.
-            for (target, rec) in ctx.forwards.into_iter().rev() {
+            for (target, rec) in forwards.drain(..).rev() {
                 match target {
                     Target::Node(child) => stack.push((child, rec)),
                     Target::All => {
@@ -108,6 +121,8 @@ impl TaskCore {
                 }
             }
         }
+        self.stack = stack;
+        self.forwards = forwards;
         Ok(())
     }
 

@@ -36,6 +36,13 @@ pub(crate) fn run(
             op: "create consumer".into(),
             source,
         })?;
+    // Metadata first, so the group join does not wait for it: the threads
+    // of one instance then join within the broker's initial rebalance
+    // delay instead of one of them arriving after the first generation
+    // formed (a rebalance at start and the first interval redone).
+    if let Err(e) = consumer.fetch_metadata(Some(&source), cfg.request_timeout) {
+        tracing::debug!(error = %e, "metadata before subscribing failed; subscribing anyway");
+    }
     consumer
         .subscribe(&[&source])
         .map_err(|source| TopologyError::Kafka {
