@@ -19,7 +19,9 @@ are taken to be a Kafka broker's defaults (compaction for the changelog).
 """
 
 import argparse
+import atexit
 import json
+import shutil
 import tempfile
 import time
 
@@ -68,6 +70,10 @@ if args.no_admin:
     TopicAdmin.create_topics = create_topics
 
 mode = "eos" if args.guarantee == "exactly-once" else "alo"
+# A fresh state directory per run (no state carried between runs), removed
+# at exit: each run's RocksDB store is ~30 MB.
+state_dir = tempfile.mkdtemp(prefix="quix-state-")
+atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
 started = time.monotonic()
 app = Application(
     broker_address=args.brokers,
@@ -75,7 +81,7 @@ app = Application(
     auto_offset_reset="earliest",
     processing_guarantee=args.guarantee,
     commit_interval=0.1 if mode == "eos" else 1.0,
-    state_dir=tempfile.mkdtemp(prefix="quix-state-"),
+    state_dir=state_dir,
     loglevel="WARNING",
 )
 source = app.topic(args.input, key_deserializer="bytes", value_deserializer="bytes")
