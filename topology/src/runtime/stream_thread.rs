@@ -19,6 +19,8 @@ use crate::{metrics, TopologyError};
 
 /// How long one restore slice may take before the loop polls input again.
 const RESTORE_SLICE: Duration = Duration::from_millis(50);
+/// Longest wait for the source topic's metadata before subscribing.
+const METADATA_HEAD_START: Duration = Duration::from_secs(2);
 
 pub(crate) fn run(
     manager: TaskManager,
@@ -39,8 +41,11 @@ pub(crate) fn run(
     // Metadata first, so the group join does not wait for it: the threads
     // of one instance then join within the broker's initial rebalance
     // delay instead of one of them arriving after the first generation
-    // formed (a rebalance at start and the first interval redone).
-    if let Err(e) = consumer.fetch_metadata(Some(&source), cfg.request_timeout) {
+    // formed (a rebalance at start and the first interval redone). Only a
+    // head start: a broker that does not answer soon must not hold the
+    // thread (and a stop) for the whole request timeout.
+    let head_start = cfg.request_timeout.min(METADATA_HEAD_START);
+    if let Err(e) = consumer.fetch_metadata(Some(&source), head_start) {
         tracing::debug!(error = %e, "metadata before subscribing failed; subscribing anyway");
     }
     consumer
