@@ -26,9 +26,10 @@ use rdkafka::ClientConfig;
 /// millisecond of each other, and with 0 the first one got every partition
 /// and lost them to a rebalance a moment later, its first interval's work
 /// redone (two threads on two cores, `weir bench`: 105k -> 160k records/s).
-/// 250 ms keeps test and dev starts quick; a thread whose join a metadata
-/// refresh holds up longer still misses the first generation (about 1 run
-/// in 10 measured), which costs time, never records.
+/// 250 ms keeps test and dev starts quick. A thread whose join waits
+/// longer (librdkafka holds a JoinGroup until the consumer has metadata;
+/// stream threads now fetch it before subscribing) still misses the first
+/// generation, which costs time, never records.
 const INITIAL_REBALANCE_DELAY_MS: i32 = 250;
 
 /// Errors of the embedded broker.
