@@ -74,6 +74,27 @@ impl TopologyTestDriver {
     /// Pipes one record and commits. Returns `true` when it was processed,
     /// `false` when it went to the dead-letter topic.
     pub fn pipe(&mut self, input: TestRecord) -> Result<bool, TopologyError> {
+        let processed = self.process(input)?;
+        self.commit()?;
+        Ok(processed)
+    }
+
+    /// Pipes records and commits once after the last, as the runtime
+    /// commits once per interval (a store sees one write per interval, not
+    /// one per record). Returns how many were processed, not dead-lettered.
+    pub fn pipe_all(
+        &mut self,
+        inputs: impl IntoIterator<Item = TestRecord>,
+    ) -> Result<usize, TopologyError> {
+        let mut processed = 0;
+        for input in inputs {
+            processed += usize::from(self.process(input)?);
+        }
+        self.commit()?;
+        Ok(processed)
+    }
+
+    fn process(&mut self, input: TestRecord) -> Result<bool, TopologyError> {
         let offset = self.next_offset;
         self.next_offset += 1;
         let raw = SourceRecord {
@@ -93,7 +114,6 @@ impl TopologyTestDriver {
         };
         let outcome = self.task.process(&raw)?;
         self.outputs.append(&mut self.task.outputs);
-        self.commit()?;
         Ok(outcome == Outcome::Processed)
     }
 

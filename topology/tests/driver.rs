@@ -195,6 +195,45 @@ fn dedup_passes_the_first_record_of_a_key_only() {
 }
 
 #[test]
+fn a_batch_piped_at_once_dedups_within_itself_and_commits_once_at_its_end() {
+    let b = words();
+    b.add_store(StoreSpec::key_value("seen"));
+    b.source("in", StringSerde, StringSerde)
+        .dedup("dedup", "seen", |r: &Record<String, String>| {
+            r.key.clone().map(String::into_bytes)
+        })
+        .to("out", StringSerde, StringSerde);
+    let t = b.build().unwrap();
+    let mut d = TopologyTestDriver::new(&t);
+    let batch = [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("b", "5")]
+        .map(|(k, v)| TestRecord::new(k, v));
+    assert_eq!(
+        d.pipe_all(batch).unwrap(),
+        5,
+        "a dropped duplicate is processed"
+    );
+    let vals: Vec<_> = d
+        .read_output("out")
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+        .collect();
+    assert_eq!(vals, ["1", "2", "4"]);
+    assert_eq!(d.store_len("seen"), 3);
+    // One commit: the changelog has one record per key (in no set order),
+    // each attributed to the input offset that first saw it.
+    let mut logged: Vec<_> = d
+        .changelog("seen")
+        .iter()
+        .map(|(key, _, offset)| (key.clone(), *offset))
+        .collect();
+    logged.sort();
+    assert_eq!(
+        logged,
+        [(b"a".to_vec(), 0), (b"b".to_vec(), 1), (b"c".to_vec(), 3)]
+    );
+}
+
+#[test]
 fn failures_go_to_the_dead_letter_topic_with_original_bytes_and_kip1034_headers() {
     let b = words();
     b.dead_letter_topic("dlq", RawDeadLetters);

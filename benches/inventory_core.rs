@@ -1,0 +1,90 @@
+//! CPU per record of the Inventory topology, with no broker: the work a
+//! stream thread does for each input record between the consumer and the
+//! producer (decode, validate, dedup against the store, build the
+//! confirmation or the dead letter, serialize), on the RocksDB store the
+//! runtime uses and on the in-memory store (the difference is the store).
+//!
+//!   cargo bench --bench inventory_core [-- ORDERS]     (default 200,000)
+//!
+//! The input is the benchmark's: the load generator's orders with 10%
+//! redeliveries, 10% resends and 1% poison, piped in intervals of 10,000
+//! records with a commit after each (the runtime commits once per
+//! interval). Each store kind runs three times on a fresh store; the table
+//! shows every run. On one core the job's end-to-end rate cannot exceed
+//! 1e9 / (this figure + the Kafka clients' cost per record).
+
+use std::time::Instant;
+
+use weir::inventory::{inventory_topology, InventoryTopics};
+use weir::load::{self, LoadConfig};
+use weir::state::{KeyValueStore, RocksDbOptions, RocksDbStore};
+use weir::topology::{TestRecord, TopologyTestDriver};
+
+include!("../src/allocator.rs");
+
+const INTERVAL: usize = 10_000;
+
+fn main() {
+    let orders: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(|a| a.parse().expect("ORDERS is a number"))
+        .unwrap_or(200_000);
+    let plan = load::plan(&LoadConfig {
+        orders,
+        duplicate_ratio: 0.1,
+        resend_ratio: 0.1,
+        poison_ratio: 0.01,
+        rate: 0.0,
+        seed: 1,
+    });
+    let inputs: Vec<TestRecord> = plan
+        .into_iter()
+        .map(|p| TestRecord {
+            key: Some(p.key.into_bytes()),
+            value: p.value,
+            ..TestRecord::default()
+        })
+        .collect();
+    let topology = inventory_topology(&InventoryTopics::default(), "inventory")
+        .expect("the inventory topology builds");
+    println!(
+        "Inventory topology, no broker: {} input records, commit every {INTERVAL}",
+        inputs.len()
+    );
+    println!("| store | run | seconds | ns/record | records/s | confirmed |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for kind in ["rocksdb", "memory"] {
+        for run in 1..=3 {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let mut driver = match kind {
+                "rocksdb" => TopologyTestDriver::with_stores(&topology, |spec| {
+                    let store = RocksDbStore::open(
+                        &spec.name,
+                        dir.path().join(&spec.name),
+                        RocksDbOptions::default(),
+                    )
+                    .expect("open the store");
+                    Box::new(store) as Box<dyn KeyValueStore>
+                }),
+                _ => TopologyTestDriver::new(&topology),
+            };
+            let mut confirmed = 0;
+            let started = Instant::now();
+            for chunk in inputs.chunks(INTERVAL) {
+                driver
+                    .pipe_all(chunk.iter().cloned())
+                    .expect("the topology processes its input");
+                confirmed += driver.read_output("OrderConfirmed").len();
+                driver.read_output("DeadLetterQueue");
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let n = inputs.len() as f64;
+            println!(
+                "| {kind} | {run} | {secs:.2} | {:.0} | {:.0} | {confirmed} |",
+                secs * 1e9 / n,
+                n / secs
+            );
+        }
+    }
+}
