@@ -410,9 +410,8 @@ impl<K: Data, V: Data> KStream<K, V> {
             let f = f.clone();
             Box::new(FnNode(
                 move |rec: ErasedRecord, ctx: &mut NodeContext<'_>| {
-                    let typed: Record<K, V> = rec.typed();
-                    if f(&typed) {
-                        ctx.forwards.push((Target::All, ErasedRecord::erase(typed)));
+                    if f(rec.typed_ref::<K, V>()) {
+                        ctx.forwards.push((Target::All, rec));
                     }
                     Ok(())
                 },
@@ -636,15 +635,14 @@ impl<K: Data, V: Data> BranchedStream<K, V> {
             let branches = branches.clone();
             Box::new(FnNode(
                 move |rec: ErasedRecord, ctx: &mut NodeContext<'_>| {
-                    let typed: Record<K, V> = rec.typed();
+                    let typed = rec.typed_ref::<K, V>();
                     let target = branches
                         .iter()
-                        .find(|(_, p)| p(&typed))
+                        .find(|(_, p)| p(typed))
                         .map(|(id, _)| *id)
                         .or(default);
                     if let Some(id) = target {
-                        ctx.forwards
-                            .push((Target::Node(id), ErasedRecord::erase(typed)));
+                        ctx.forwards.push((Target::Node(id), rec));
                     }
                     Ok(())
                 },

@@ -89,9 +89,9 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
         record: ErasedRecord,
         ctx: &mut NodeContext<'_>,
     ) -> Result<(), ProcessError> {
-        let typed: Record<K, V> = record.typed();
-        let Some(key) = (self.key_fn)(&typed) else {
-            ctx.forwards.push((Target::All, ErasedRecord::erase(typed)));
+        let typed = record.typed_ref::<K, V>();
+        let Some(key) = (self.key_fn)(typed) else {
+            ctx.forwards.push((Target::All, record));
             return Ok(());
         };
         if key.starts_with(EXPIRY_INDEX_PREFIX) {
@@ -132,7 +132,7 @@ impl<K: Data, V: Data> Node for DedupNode<K, V> {
             }
             store.put_local(&index, &())?;
         }
-        ctx.forwards.push((Target::All, ErasedRecord::erase(typed)));
+        ctx.forwards.push((Target::All, record));
         Ok(())
     }
 
