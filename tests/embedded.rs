@@ -336,6 +336,89 @@ fn a_changelog_longer_than_one_restore_batch_restores_every_entry_in_log_order()
 }
 
 #[test]
+fn two_logged_stores_restore_each_from_its_own_changelog() {
+    // One task owns a partition of each store; their changelogs share
+    // partition numbers and a key, so a record applied to the wrong store
+    // (or from the wrong partition) shows.
+    use weir::broker::{EmbeddedBroker, TopicSpec};
+    use weir_topology::record::Record;
+    use weir_topology::{KafkaStreams, StoreSpec, StreamsConfig, StringSerde, TopologyBuilder};
+    let topics = [
+        ("words", 2),
+        ("out", 2),
+        ("app-first-changelog", 2),
+        ("app-second-changelog", 2),
+    ]
+    .map(|(n, p)| TopicSpec {
+        name: n.into(),
+        partitions: p,
+    });
+    let broker = EmbeddedBroker::start(1, &topics).unwrap();
+    let b = broker.bootstrap_servers().to_string();
+    let record = |k: String, v: &str| Input {
+        key: Some(k),
+        value: Some(v.as_bytes().to_vec()),
+    };
+    let mut expected: BTreeMap<(&str, i32), BTreeMap<String, String>> = BTreeMap::new();
+    for store in ["first", "second"] {
+        for p in 0..2 {
+            let mut log: Vec<Input> = (0..300)
+                .map(|i| record(format!("{store}-{p}-{i:03}"), "seen"))
+                .collect();
+            log.push(record("shared".into(), &format!("{store} {p}")));
+            produce_at(&b, &format!("app-{store}-changelog"), Some(p), &log);
+            let mut want: BTreeMap<String, String> = (0..300)
+                .map(|i| (format!("{store}-{p}-{i:03}"), "seen".to_string()))
+                .collect();
+            want.insert("shared".into(), format!("{store} {p}"));
+            expected.insert((store, p), want);
+        }
+    }
+
+    let t = TopologyBuilder::new();
+    t.add_store(StoreSpec::key_value("first"));
+    t.add_store(StoreSpec::key_value("second"));
+    t.source("words", StringSerde, StringSerde)
+        .dedup("by-key", "first", |r: &Record<String, String>| {
+            r.key.clone().map(String::into_bytes)
+        })
+        .dedup("by-value", "second", |r: &Record<String, String>| {
+            r.value.clone().map(String::into_bytes)
+        })
+        .to("out", StringSerde, StringSerde);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StreamsConfig::new("app", &b);
+    cfg.state_dir = dir.path().to_path_buf();
+    cfg.guarantee = weir_topology::Guarantee::AtLeastOnce;
+    let streams = KafkaStreams::start(t.build().unwrap(), cfg).unwrap();
+    assert!(
+        streams.wait_until_running(TIMEOUT),
+        "both stores restore and the job runs"
+    );
+    streams.close().unwrap();
+
+    for ((store, p), want) in expected {
+        let path = dir.path().join(format!("app/{store}/{p}"));
+        let s = RocksDbStore::open(store, &path, RocksDbOptions::default()).unwrap();
+        let mut got = BTreeMap::new();
+        s.for_each(&mut |k, v| {
+            got.insert(
+                String::from_utf8(k.to_vec()).unwrap(),
+                String::from_utf8(v.to_vec()).unwrap(),
+            );
+            true
+        })
+        .unwrap();
+        assert_eq!(got, want, "store {store}, partition {p}");
+        assert_eq!(
+            s.changelog_offset(),
+            Some(301),
+            "store {store}, partition {p}"
+        );
+    }
+}
+
+#[test]
 fn state_from_another_cluster_is_wiped_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     {

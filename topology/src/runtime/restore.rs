@@ -260,9 +260,14 @@ impl Restorer {
     /// go when reading stops. Stops early if the writer has stopped (it
     /// failed: its error is what `poll` reports).
     fn read(&mut self, deadline: Instant, writer: &mpsc::SyncSender<(usize, WriteBatch)>) {
-        // Per job: the batch being built and how many changelog records it
-        // holds (restore hooks add derived entries to the batch).
-        let mut batches: HashMap<usize, (WriteBatch, u64)> = HashMap::new();
+        // Per job, by index: the batch being built and how many changelog
+        // records it holds (restore hooks add derived entries to the batch).
+        let mut batches: Vec<Option<(WriteBatch, u64)>> = Vec::new();
+        batches.resize_with(self.jobs.len(), || None);
+        // With one changelog topic (one logged store) a record's partition
+        // names its job: the topic name (a C string to measure and check
+        // as UTF-8, per record) need not be read.
+        let one_topic = self.jobs.iter().all(|j| j.topic == self.jobs[0].topic);
         let send = |job: &Job, idx: usize, (mut batch, n): (WriteBatch, u64)| {
             // Past the last applied record, or past the markers after it.
             batch.set_changelog_offset(job.position);
@@ -296,12 +301,15 @@ impl Restorer {
                     continue;
                 }
             };
-            let Some(idx) = self
-                .jobs
-                .iter()
-                .position(|j| j.partition == m.partition() && j.topic == m.topic())
-            else {
-                continue;
+            let p = m.partition();
+            let is_job = |j: &Job| j.partition == p && (one_topic || j.topic == m.topic());
+            // Records come in runs of one partition: try the last one's job first.
+            let idx = match last {
+                Some(l) if is_job(&self.jobs[l]) => l,
+                _ => match self.jobs.iter().position(is_job) {
+                    Some(i) => i,
+                    None => continue,
+                },
             };
             let job = &mut self.jobs[idx];
             if m.offset() < job.position {
@@ -319,7 +327,7 @@ impl Restorer {
                     continue;
                 }
             }
-            let (batch, records) = batches.entry(idx).or_default();
+            let (batch, records) = batches[idx].get_or_insert_with(Default::default);
             *records += 1;
             let key = m.key().unwrap_or_default().to_vec();
             match m.payload() {
@@ -333,7 +341,7 @@ impl Restorer {
             }
             job.restored += 1;
             if *records >= BATCH_RECORDS {
-                let full = batches.remove(&idx).expect("just filled");
+                let full = batches[idx].take().expect("just filled");
                 if !send(job, idx, full) {
                     return;
                 }
@@ -345,11 +353,11 @@ impl Restorer {
             // idle while the writer catches up.
             if last != Some(idx) {
                 if let Some(prev) = last.filter(|p| {
-                    batches
-                        .get(p)
+                    batches[*p]
+                        .as_ref()
                         .is_some_and(|(_, n)| *n >= BATCH_RECORDS / 16)
                 }) {
-                    let run = batches.remove(&prev).expect("checked above");
+                    let run = batches[prev].take().expect("checked above");
                     if !send(&self.jobs[prev], prev, run) {
                         return;
                     }
@@ -374,7 +382,8 @@ impl Restorer {
                 }
             }
         }
-        for (idx, rest) in batches {
+        for (idx, rest) in batches.into_iter().enumerate() {
+            let Some(rest) = rest else { continue };
             if !send(&self.jobs[idx], idx, rest) {
                 return;
             }
