@@ -4,7 +4,9 @@
 //! confirmation or the dead letter, serialize), on the RocksDB store the
 //! runtime uses and on the in-memory store (the difference is the store).
 //!
-//!   cargo bench --bench inventory_core [-- ORDERS]     (default 200,000)
+//!   cargo bench --bench inventory_core [-- ORDERS [rocksdb|memory]]
+//!
+//! (default: 200,000 orders, both stores).
 //!
 //! The input is the benchmark's: the load generator's orders with 10%
 //! redeliveries, 10% resends and 1% poison, piped in intervals of 10,000
@@ -25,11 +27,20 @@ include!("../src/allocator.rs");
 const INTERVAL: usize = 10_000;
 
 fn main() {
-    let orders: usize = std::env::args()
+    // `cargo bench` passes `--bench`: only the other arguments are ours.
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with('-'))
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let orders: usize = args
+        .first()
         .map(|a| a.parse().expect("ORDERS is a number"))
         .unwrap_or(200_000);
+    let kinds: Vec<&str> = match args.get(1).map(String::as_str) {
+        None => vec!["rocksdb", "memory"],
+        Some(k @ ("rocksdb" | "memory")) => vec![k],
+        Some(other) => panic!("unknown store {other:?}: rocksdb or memory"),
+    };
     let plan = load::plan(&LoadConfig {
         orders,
         duplicate_ratio: 0.1,
@@ -54,7 +65,7 @@ fn main() {
     );
     println!("| store | run | seconds | ns/record | records/s | confirmed |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for kind in ["rocksdb", "memory"] {
+    for kind in kinds {
         for run in 1..=3 {
             let dir = tempfile::tempdir().expect("temporary directory");
             let mut driver = match kind {
