@@ -43,9 +43,11 @@ def bars(results):
         out.append((name, rate, note, colour))
     for peer in results.get("peer", []):
         g = peer["guarantee"]
+        procs = peer.get("quix_processes", 1)
+        copies = f" ({procs} processes)" if procs > 1 else ""
         out.append(
             (
-                f"Quix Streams, {g}",
+                f"Quix Streams{copies}, {g}",
                 peer["quix_rate"],
                 f"{peer['quix_rate']:,.0f}/s   Weir {peer['weir_over_quix']:.1f}× (target 10×)",
                 "#ff7f0e",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Weir and its peer, side by side on one broker, in one run.
 #
-#   bash bench/run-peers.sh [ORDERS] [nisshi|embedded] [THREADS]
-#                                  (default 50,000, nisshi, 1 stream thread)
+#   bash bench/run-peers.sh [ORDERS] [nisshi|embedded] [THREADS] [QUIX_PROCESSES]
+#               (default 50,000, nisshi, 1 stream thread, 1 Quix Streams process)
 #
 # nisshi 0.7.0: durable, transactional, Admin API; it stores in sqlite and
 # its write rate bounds both jobs (each writes ~1.65 records per input).
@@ -18,7 +18,10 @@
 # on the same input topic, and writes bench/results/<date>-<broker>-peers.
 # {md,json} (nisshi: <date>-nisshi.{md,json}) with the Weir / Quix ratios.
 # THREADS > 1 runs Weir's jobs with that many stream threads (Quix Streams
-# has one per process) and adds -threadsN to the file name.
+# has one per process) and adds -threadsN to the file name. QUIX_PROCESSES
+# > 1 runs that many copies of the Quix job in one consumer group, as Quix
+# Streams scales out (the same cores as Weir's threads), and adds -quixN;
+# their rate is the input's records over the slowest copy's time.
 # Installs what it needs (nisshi through scripts/nisshi.sh, quixstreams from
 # PyPI).
 set -euo pipefail
@@ -26,6 +29,7 @@ cd "$(dirname "$0")/.."
 ORDERS="${1:-50000}"
 KIND="${2:-nisshi}"
 THREADS="${3:-1}"
+QUIX_PROCESSES="${4:-1}"
 source scripts/env.sh
 bash scripts/setup.sh >/dev/null
 python3 -c "import quixstreams" 2>/dev/null || python3 -m pip install -q quixstreams
@@ -85,26 +89,47 @@ embedded)
 esac
 BENCH+=(--stream-threads "$THREADS")
 [ "$THREADS" = 1 ] || OUT="$OUT-threads$THREADS"
+[ "$QUIX_PROCESSES" = 1 ] || OUT="$OUT-quix$QUIX_PROCESSES"
 
 "$WEIR" bench --brokers "$B" --orders "$ORDERS" "${BENCH[@]}" --log error --out "$WORK/weir"
 N="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['input_records'])" "$WORK/weir/results.json")"
+# Every order gives one confirmation and every poison record one dead
+# letter, in either job (src/load.rs: 1% poison, rounded).
+OUTPUTS="$(python3 -c "import sys; n=int(sys.argv[1]); print(n + round(n * 0.01))" "$ORDERS")"
 for g in at-least-once exactly-once; do
-  echo "  … quixstreams, $g"
-  python3 bench/peers/quix_inventory.py --brokers "$B" --guarantee "$g" \
-    --expect "$N" --out "$WORK/quix-$g.json" "${QUIX[@]}" 2> >(grep -v -i -E 'deprecat|httpx2' >&2)
+  echo "  … quixstreams, $g, $QUIX_PROCESSES process(es)"
+  if [ "$QUIX_PROCESSES" = 1 ]; then
+    UNTIL=(--expect "$N")
+  else
+    UNTIL=(--until-outputs "$OUTPUTS")
+  fi
+  # All copies past their imports before any joins the group.
+  START_AT="$(python3 -c 'import time; print(time.time() + 5)')"
+  [ "$QUIX_PROCESSES" = 1 ] || UNTIL+=(--start-at "$START_AT")
+  PIDS=()
+  for i in $(seq 1 "$QUIX_PROCESSES"); do
+    python3 bench/peers/quix_inventory.py --brokers "$B" --guarantee "$g" \
+      "${UNTIL[@]}" --out "$WORK/quix-$g-$i.json" "${QUIX[@]}" 2> >(grep -v -i -E 'deprecat|httpx2' >&2) &
+    PIDS+=($!)
+  done
+  for pid in "${PIDS[@]}"; do wait "$pid"; done
 done
 
-python3 - "$WORK" "$OUT" "$NAME" <<'PY'
+python3 - "$WORK" "$OUT" "$NAME" "$QUIX_PROCESSES" "$N" <<'PY'
 import json, sys
-work, out, name = sys.argv[1], sys.argv[2], sys.argv[3]
+work, out, name, procs, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 weir = json.load(open(f"{work}/weir/results.json"))
-quix = {g: json.load(open(f"{work}/quix-{g}.json")) for g in ["at-least-once", "exactly-once"]}
+quix = {}
+for g in ["at-least-once", "exactly-once"]:
+    copies = [json.load(open(f"{work}/quix-{g}-{i}.json")) for i in range(1, procs + 1)]
+    seconds = max(c["seconds"] for c in copies)
+    quix[g] = {"processes": procs, "copies": copies, "records": n, "seconds": seconds, "rate": n / seconds}
 rate = {r["name"]: r["rate"] for r in weir["rows"]}
 peer = []
 for g in quix:
     w = rate[f"weir inventory, {g}"]
     q = quix[g]["rate"]
-    peer.append({"guarantee": g, "weir_rate": w, "quix_rate": q, "weir_over_quix": w / q})
+    peer.append({"guarantee": g, "weir_rate": w, "quix_rate": q, "weir_over_quix": w / q, "quix_processes": procs, "quix_copies": quix[g]["copies"]})
 weir["peer"] = peer
 weir["broker"] = name
 md = open(f"{work}/weir/results.md").read()
@@ -113,7 +138,8 @@ md = "\n".join(
     if l.startswith("Broker: ") else l
     for l in md.split("\n")
 )
-md += "\nThe peer: the same dedup + route job in Quix Streams (bench/peers/quix_inventory.py), same broker and input, start-up included for both:\n\n"
+md += "\nThe peer: the same dedup + route job in Quix Streams (bench/peers/quix_inventory.py), same broker and input, start-up included for both"
+md += f"; Weir: one process, {weir['stream_threads']} stream thread(s); Quix Streams: {procs} process(es) in one consumer group:\n\n"
 md += "| guarantee | Weir records/s | Quix Streams records/s | Weir / Quix |\n|---|---:|---:|---:|\n"
 for p in peer:
     md += f"| {p['guarantee']} | {p['weir_rate']:.0f} | {p['quix_rate']:.0f} | {p['weir_over_quix']:.1f}× |\n"

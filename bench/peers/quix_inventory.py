@@ -8,6 +8,16 @@ orders to one topic, undecodable/invalid ones to a dead-letter topic.
 
 Runs until it has processed N input records, then prints and writes
 {"records": N, "seconds": ..., "rate": ...} (start-up included, as for Weir).
+
+Quix Streams scales out by processes (one thread each). To compare on the
+same cores as Weir with several stream threads, start several copies with
+--until-outputs M instead of --expect (same consumer group, each with a
+share of the partitions): each stops once the confirmed and dead-letter
+topics together hold M records (every input order or poison record gives
+exactly one), which it checks every 100 ms; "records" is then what this
+copy processed, and the copies' figures add up. --start-at makes copies
+start together: one joining while another commits fails that commit
+(REBALANCE_IN_PROGRESS), which stops a Quix Streams application.
 Quix Streams creates its changelog topics through the Admin API and reads
 every topic's configuration back (DescribeConfigs), so the broker must have
 both (nisshi does once the topic has retention.ms set: `weir topics create
@@ -31,8 +41,20 @@ p = argparse.ArgumentParser()
 p.add_argument("--brokers", required=True)
 p.add_argument("--input", default="bench-in")
 p.add_argument("--guarantee", choices=["exactly-once", "at-least-once"], required=True)
-p.add_argument("--expect", type=int, required=True, help="input records to process")
+until = p.add_mutually_exclusive_group(required=True)
+until.add_argument("--expect", type=int, help="input records to process")
+until.add_argument(
+    "--until-outputs",
+    type=int,
+    help="stop when the output topics hold this many records (one of several processes)",
+)
 p.add_argument("--out")
+p.add_argument(
+    "--start-at",
+    type=float,
+    help="wall-clock time (epoch seconds) to start at, after the imports: copies "
+    "started together join their group in one rebalance",
+)
 p.add_argument(
     "--no-admin",
     action="store_true",
@@ -74,6 +96,8 @@ mode = "eos" if args.guarantee == "exactly-once" else "alo"
 # at exit: each run's RocksDB store is ~30 MB.
 state_dir = tempfile.mkdtemp(prefix="quix-state-")
 atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
+if args.start_at is not None:
+    time.sleep(max(0.0, args.start_at - time.time()))
 started = time.monotonic()
 app = Application(
     broker_address=args.brokers,
@@ -124,7 +148,7 @@ def invalid(event):
 def route(value, state):
     global seen_records
     seen_records += 1
-    if seen_records >= args.expect:
+    if args.expect is not None and seen_records >= args.expect:
         app.stop()
     if value is None:
         return {"to": "dead", "error": "deserialization: no value", "original": None}
@@ -150,6 +174,32 @@ ok.apply(lambda v: v["value"]).to_topic(confirmed)
 bad = sdf.filter(lambda v: v["to"] == "dead")
 bad.to_topic(dead)
 
+
+
+def stop_when_outputs_reach(total):
+    """Stops the app once the output topics' end offsets add up to `total`."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    watcher = Consumer({"bootstrap.servers": args.brokers, "group.id": f"quix-watch-{mode}"})
+    topics = [confirmed.name, dead.name]
+    parts = [
+        TopicPartition(t, p)
+        for t in topics
+        for p in watcher.list_topics(t, timeout=30).topics[t].partitions
+    ]
+    while True:
+        ends = sum(watcher.get_watermark_offsets(tp, timeout=30, cached=False)[1] for tp in parts)
+        if ends >= total:
+            break
+        time.sleep(0.1)
+    watcher.close()
+    app.stop()
+
+
+if args.until_outputs is not None:
+    import threading
+
+    threading.Thread(target=stop_when_outputs_reach, args=(args.until_outputs,), daemon=True).start()
 app.run()
 seconds = time.monotonic() - started
 result = {
