@@ -157,8 +157,8 @@ fn using_an_undeclared_store_stops_with_a_clear_error() {
     assert!(err.to_string().contains("without declaring it"), "{err}");
 }
 
-#[test]
-fn dedup_passes_the_first_record_of_a_key_only() {
+/// in → dedup by key (store "seen") → out.
+fn dedup_by_key() -> weir_topology::Topology {
     let b = words();
     b.add_store(StoreSpec::key_value("seen"));
     b.source("in", StringSerde, StringSerde)
@@ -166,16 +166,24 @@ fn dedup_passes_the_first_record_of_a_key_only() {
             r.key.clone().map(String::into_bytes)
         })
         .to("out", StringSerde, StringSerde);
-    let t = b.build().unwrap();
-    let mut d = TopologyTestDriver::new(&t);
+    b.build().unwrap()
+}
+
+/// The values of output records, as text.
+fn values(records: Vec<weir_topology::OutputRecord>) -> Vec<String> {
+    records
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn dedup_passes_the_first_record_of_a_key_only() {
+    let mut d = TopologyTestDriver::new(&dedup_by_key());
     for (k, v) in [("a", "1"), ("b", "2"), ("a", "3"), ("b", "4"), ("c", "5")] {
         d.pipe_kv(k, v).unwrap();
     }
-    let vals: Vec<_> = d
-        .read_output("out")
-        .into_iter()
-        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
-        .collect();
+    let vals = values(d.read_output("out"));
     assert_eq!(vals, ["1", "2", "5"]);
     assert_eq!(d.store_len("seen"), 3);
     // A record without a dedup key is not subject to dedup.
@@ -196,15 +204,7 @@ fn dedup_passes_the_first_record_of_a_key_only() {
 
 #[test]
 fn a_batch_piped_at_once_dedups_within_itself_and_commits_once_at_its_end() {
-    let b = words();
-    b.add_store(StoreSpec::key_value("seen"));
-    b.source("in", StringSerde, StringSerde)
-        .dedup("dedup", "seen", |r: &Record<String, String>| {
-            r.key.clone().map(String::into_bytes)
-        })
-        .to("out", StringSerde, StringSerde);
-    let t = b.build().unwrap();
-    let mut d = TopologyTestDriver::new(&t);
+    let mut d = TopologyTestDriver::new(&dedup_by_key());
     let batch = [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("b", "5")]
         .map(|(k, v)| TestRecord::new(k, v));
     assert_eq!(
@@ -212,11 +212,7 @@ fn a_batch_piped_at_once_dedups_within_itself_and_commits_once_at_its_end() {
         5,
         "a dropped duplicate is processed"
     );
-    let vals: Vec<_> = d
-        .read_output("out")
-        .into_iter()
-        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
-        .collect();
+    let vals = values(d.read_output("out"));
     assert_eq!(vals, ["1", "2", "4"]);
     assert_eq!(d.store_len("seen"), 3);
     // One commit: the changelog has one record per key (in no set order),
