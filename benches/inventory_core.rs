@@ -60,8 +60,9 @@ fn main() {
     let topology = inventory_topology(&InventoryTopics::default(), "inventory")
         .expect("the inventory topology builds");
     println!(
-        "Inventory topology, no broker: {} input records, commit every {INTERVAL}",
-        inputs.len()
+        "Inventory topology, no broker: {} input records, commit every {INTERVAL}. Machine: {}.",
+        inputs.len(),
+        weir::bench::machine()
     );
     println!("| store | run | seconds | ns/record | records/s | confirmed |");
     println!("|---|---:|---:|---:|---:|---:|");

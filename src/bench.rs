@@ -176,7 +176,8 @@ pub fn topics(cfg: &BenchConfig) -> Vec<(String, i32)> {
     t
 }
 
-fn machine() -> String {
+/// The machine a result was measured on: cores and memory.
+pub fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
