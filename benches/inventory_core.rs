@@ -12,9 +12,10 @@
 //! The input is the benchmark's: the load generator's orders with 10%
 //! redeliveries, 10% resends and 1% poison, piped in intervals of 10,000
 //! records with a commit after each (the runtime commits once per
-//! interval). Each store kind runs three times on a fresh store (once in the smoke pass); the table
-//! shows every run. On one core the job's end-to-end rate cannot exceed
-//! 1e9 / (this figure + the Kafka clients' cost per record).
+//! interval). Each store kind runs three times on a fresh store (once in
+//! the smoke pass); the table shows every run. On one core the job's
+//! end-to-end rate cannot exceed 1e9 / (this figure + the Kafka clients'
+//! cost per record).
 
 use std::time::Instant;
 
