@@ -38,7 +38,9 @@ WEIR="$CARGO_TARGET_DIR/release/weir"
 [ -x "$WEIR" ] || WEIR=target/release/weir
 
 WORK="$(mktemp -d)"
-trap 'kill "${BROKER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PIDS=()
+# The broker and, if one copy failed, the other Quix copies.
+trap 'kill "${BROKER:-0}" "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 case "$KIND" in
 nisshi)
   NISSHI="${WEIR_NISSHI:-$(bash scripts/nisshi.sh)}"
