@@ -32,6 +32,28 @@ use rdkafka::ClientConfig;
 /// generation, which costs time, never records.
 const INITIAL_REBALANCE_DELAY_MS: i32 = 250;
 
+/// librdkafka settings for jobs on the embedded broker, to go ahead of the
+/// user's own (`-X`, which come later and win). Each works around a way of
+/// the mock that a Kafka broker does not have:
+/// - `consumer.fetch.wait.max.ms=10`: the mock holds every fetch for
+///   `fetch.wait.max.ms` (500 ms by default) even when records arrive
+///   meanwhile; a Kafka broker answers as soon as it has them.
+/// - `consumer.session.timeout.ms=6000`: whenever the mock rebalances a
+///   group that was up it waits the session timeout less 1 s for members
+///   to rejoin — after a member leaves, and after refusing a follower whose
+///   SyncGroup reached it after the leader's (`rdkafka_mock_cgrp.c` clears
+///   every assignment once the leader's arrives; the follower must rejoin).
+///   With two stream threads that race was lost in about 1 start in 8: a
+///   7 s stall with 6 s, 44 s with librdkafka's default of 45 s.
+pub fn job_client_defaults() -> Vec<(String, String)> {
+    [
+        ("consumer.fetch.wait.max.ms", "10"),
+        ("consumer.session.timeout.ms", "6000"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}
+
 /// Errors of the embedded broker.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,9 +121,9 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a cluster of `brokers` brokers and creates `topics`. Consumer
-    /// groups rebalance without the usual initial delay (3 s on the mock),
-    /// so members start work at once.
+    /// Starts a cluster of `brokers` brokers and creates `topics`. A new
+    /// consumer group's first rebalance waits 250 ms for more members
+    /// (`INITIAL_REBALANCE_DELAY_MS`; 3 s on the mock by default).
     pub fn start(brokers: i32, topics: &[TopicSpec]) -> Result<Self, BrokerError> {
         let (boot_tx, boot_rx) = mpsc::channel();
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();

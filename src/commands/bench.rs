@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weir::bench::{markdown, run, topics, BenchConfig};
-use weir::broker::{EmbeddedBroker, TopicSpec};
+use weir::broker::{job_client_defaults, EmbeddedBroker, TopicSpec};
 
 use crate::cli::BenchArgs;
 
@@ -58,16 +58,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let b = EmbeddedBroker::start(1, &specs)?;
             cfg.brokers = b.bootstrap_servers().to_string();
             cfg.broker_name = "the embedded broker (librdkafka mock cluster, in-process)".into();
-            // The mock holds every fetch for fetch.wait.max.ms (500 ms by
-            // default) even when records arrive meanwhile; a Kafka broker
-            // answers as soon as it has them. Without this the latency
-            // figures would measure the mock.
-            // It also holds a group's rejoin (the restore step restarts a
-            // job) for the last member's session timeout, 45 s by default.
-            cfg.job_kafka = vec![
-                ("consumer.fetch.wait.max.ms".into(), "10".into()),
-                ("consumer.session.timeout.ms".into(), "6000".into()),
-            ];
+            // Without these the latency figures and every restart (the
+            // restore step restarts a job) would measure the mock's ways.
+            cfg.job_kafka = job_client_defaults();
             Some(b)
         }
     };

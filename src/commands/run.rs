@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use weir::broker::{EmbeddedBroker, TopicSpec};
+use weir::broker::{job_client_defaults, EmbeddedBroker, TopicSpec};
 use weir::job::{Job, JobConfig};
 use weir::observability::{prometheus, MetricsServer};
 use weir_topology::{Guarantee, Topology};
@@ -83,7 +83,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Guarantee::ExactlyOnce => 100,
             Guarantee::AtLeastOnce => 1000,
         }));
-    cfg.kafka = args.kafka.clone();
+    cfg.kafka = match &embedded {
+        // Settings for the mock's ways first; the user's -X win.
+        Some(_) => job_client_defaults(),
+        None => Vec::new(),
+    };
+    cfg.kafka.extend(args.kafka.iter().cloned());
     cfg.stream_threads = args.stream_threads.into();
     let job = {
         let cfg = cfg.clone();
