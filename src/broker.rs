@@ -110,6 +110,10 @@ type Op = Box<dyn FnOnce(&Cluster<'_>) -> Result<(), BrokerError> + Send>;
 
 enum Command {
     Run(Op, Reply),
+    /// Starts recording the requests the cluster receives.
+    TrackRequests(Reply),
+    /// How many recorded requests have this API key.
+    CountRequests(RDKafkaApiKey, mpsc::Sender<Result<usize, BrokerError>>),
     Stop,
 }
 
@@ -228,6 +232,27 @@ impl EmbeddedBroker {
         )
     }
 
+    /// Starts recording every request the cluster receives, so a test can
+    /// see which protocol exchanges a scenario caused ([`Self::requests`]).
+    /// Recorded until the broker stops: not for long-running brokers.
+    pub fn track_requests(&self) -> Result<(), BrokerError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands
+            .send(Command::TrackRequests(tx))
+            .map_err(|_| BrokerError::Stopped)?;
+        rx.recv().map_err(|_| BrokerError::Stopped)?
+    }
+
+    /// How many requests of one API the cluster received since
+    /// [`Self::track_requests`].
+    pub fn requests(&self, api: RDKafkaApiKey) -> Result<usize, BrokerError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands
+            .send(Command::CountRequests(api, tx))
+            .map_err(|_| BrokerError::Stopped)?;
+        rx.recv().map_err(|_| BrokerError::Stopped)?
+    }
+
     /// Pins a consumer group's coordinator to a broker.
     pub fn group_coordinator(&self, group: &str, broker_id: i32) -> Result<(), BrokerError> {
         let group = group.to_string();
@@ -244,6 +269,30 @@ impl Drop for EmbeddedBroker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// How many of the requests `raw` recorded have the API key `api`.
+fn count_requests(
+    raw: *mut rdkafka::bindings::rd_kafka_mock_cluster_t,
+    api: RDKafkaApiKey,
+) -> usize {
+    let mut n = 0usize;
+    // SAFETY: `raw` is the live cluster (the caller's). librdkafka returns a
+    // copy of its records: `n` pointers, each valid until the array is
+    // destroyed below, once.
+    unsafe {
+        let reqs = rdkafka::bindings::rd_kafka_mock_get_requests(raw, &mut n);
+        if reqs.is_null() {
+            return 0;
+        }
+        let count = (0..n)
+            .filter(|i| {
+                rdkafka::bindings::rd_kafka_mock_request_api_key(*reqs.add(*i)) == api as i16
+            })
+            .count();
+        rdkafka::bindings::rd_kafka_mock_request_destroy_array(reqs, n);
+        count
     }
 }
 
@@ -278,22 +327,46 @@ fn serve(
         )));
         return;
     };
-    // SAFETY: the pointer comes from the live client that owns the cluster,
-    // and the call only sets a number on it.
-    unsafe {
-        let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr());
-        if !raw.is_null() {
+    // SAFETY: the pointer comes from the live client that owns the cluster
+    // (`host`, alive until the end of this function, on this thread).
+    let raw =
+        unsafe { rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()) };
+    if !raw.is_null() {
+        // SAFETY: `raw` is the live cluster; the call only sets a number on it.
+        unsafe {
             rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
                 raw,
                 INITIAL_REBALANCE_DELAY_MS,
             );
         }
     }
+    let no_raw = || BrokerError::Op {
+        op: "track requests".into(),
+        message: "librdkafka gave no mock cluster handle".into(),
+    };
     let _ = boot.send(Ok(cluster.bootstrap_servers()));
     for cmd in commands {
         match cmd {
             Command::Run(op, reply) => {
                 let _ = reply.send(op(&cluster));
+            }
+            Command::TrackRequests(reply) => {
+                let r = if raw.is_null() {
+                    Err(no_raw())
+                } else {
+                    // SAFETY: `raw` is the live cluster, used on its own thread.
+                    unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(raw) };
+                    Ok(())
+                };
+                let _ = reply.send(r);
+            }
+            Command::CountRequests(api, reply) => {
+                let r = if raw.is_null() {
+                    Err(no_raw())
+                } else {
+                    Ok(count_requests(raw, api))
+                };
+                let _ = reply.send(r);
             }
             Command::Stop => break,
         }
