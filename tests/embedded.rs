@@ -294,23 +294,31 @@ fn restore_replays_only_the_tail_after_the_recorded_changelog_offset() {
 }
 
 #[test]
-fn a_changelog_longer_than_one_restore_batch_restores_every_entry_in_log_order() {
-    // Restore hands its writer thread batches of at most 4,096 records: the
-    // 10,003 records of this one partition take several, and a key's later
+fn changelogs_longer_than_one_restore_batch_restore_every_entry_in_log_order() {
+    // Restore hands its writer threads batches of at most 4,096 records:
+    // the ~10,000 records of each partition take several, and a key's later
     // records (a tombstone after a put, a put after a tombstone) arrive in
-    // later batches than its first.
-    let broker = cluster(1);
+    // later batches than its first. Three partitions are restored at once
+    // by more than one writer; each partition's batches must still apply
+    // in log order.
+    let partitions = 3;
+    let broker = cluster(partitions);
     let b = broker.bootstrap_servers().to_string();
     let record = |k: &str, v: Option<&str>| Input {
         key: Some(k.into()),
         value: v.map(|v| v.as_bytes().to_vec()),
     };
     let n = 10_000;
-    let mut log = vec![record("k-back", Some("old")), record("k-back", None)];
-    log.extend((0..n).map(|i| record(&format!("k-{i:05}"), Some("seen"))));
-    log.push(record("k-00005", None));
-    log.push(record("k-back", Some("new")));
-    produce_at(&b, "inventory-dedup-changelog", Some(0), &log);
+    let mut logs = Vec::new();
+    for p in 0..partitions {
+        // Each partition's own keys and final values.
+        let mut log = vec![record("k-back", Some("old")), record("k-back", None)];
+        log.extend((0..n + p as usize).map(|i| record(&format!("k-{i:05}"), Some("seen"))));
+        log.push(record("k-00005", None));
+        log.push(record("k-back", Some(&format!("new-{p}"))));
+        produce_at(&b, "inventory-dedup-changelog", Some(p), &log);
+        logs.push(log);
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let job = Job::start(&job_config(&b, dir.path())).unwrap();
@@ -319,20 +327,39 @@ fn a_changelog_longer_than_one_restore_batch_restores_every_entry_in_log_order()
         "job restores and runs"
     );
     job.stop().unwrap();
-    let path = dir.path().join("inventory/dedup/0");
-    let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
-    assert_eq!(store.changelog_offset(), Some(log.len() as i64));
-    let mut keys = 0;
-    store
-        .for_each(&mut |_, _| {
-            keys += 1;
-            true
-        })
-        .unwrap();
-    assert_eq!(keys, n, "every key once, k-00005 deleted, k-back back");
-    assert_eq!(store.get(b"k-00005").unwrap(), None);
-    assert_eq!(store.get(b"k-09999").unwrap(), Some(b"seen".to_vec()));
-    assert_eq!(store.get(b"k-back").unwrap(), Some(b"new".to_vec()));
+    for (p, log) in logs.iter().enumerate() {
+        let path = dir.path().join(format!("inventory/dedup/{p}"));
+        let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
+        assert_eq!(
+            store.changelog_offset(),
+            Some(log.len() as i64),
+            "partition {p}"
+        );
+        let mut keys = 0;
+        store
+            .for_each(&mut |_, _| {
+                keys += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            keys,
+            n + p,
+            "partition {p}: every key once, k-00005 deleted, k-back back"
+        );
+        assert_eq!(store.get(b"k-00005").unwrap(), None, "partition {p}");
+        let last = format!("k-{:05}", n + p - 1);
+        assert_eq!(
+            store.get(last.as_bytes()).unwrap(),
+            Some(b"seen".to_vec()),
+            "partition {p}"
+        );
+        assert_eq!(
+            store.get(b"k-back").unwrap(),
+            Some(format!("new-{p}").into_bytes()),
+            "partition {p}"
+        );
+    }
 }
 
 #[test]

@@ -187,6 +187,16 @@ impl TaskManager {
                 t.committed = Some(o);
             }
         }
+        let changelogs: Vec<(String, i32)> = new
+            .iter()
+            .filter_map(|p| self.tasks.get(p))
+            .flat_map(|t| {
+                t.changelogs
+                    .values()
+                    .map(|topic| (topic.clone(), t.partition))
+            })
+            .collect();
+        self.restorer.prefetch_watermarks(&changelogs);
         for p in new {
             let task = self.tasks.get_mut(&p).expect("new task exists");
             let exactly_once = self.cfg.guarantee == Guarantee::ExactlyOnce;
