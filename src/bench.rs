@@ -218,10 +218,17 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
 
     let mut raw = None;
     if on(Step::Raw) {
-        progress("raw pipe");
-        let secs = raw_pipe(cfg, total)?;
+        progress("raw pipe (best of 3)");
+        // The reference: the best of three, as the raw read. On the embedded
+        // broker the first pass after filling the input ran ~30% slower than
+        // the next two, in its steady state (not its start), on a fresh
+        // output topic too; the jobs, which run after it, never paid that.
+        let mut secs = f64::INFINITY;
+        for attempt in 0..3 {
+            secs = secs.min(raw_pipe(cfg, total, attempt)?);
+        }
         rows.push(row(
-            "raw consume → produce pipe (the limit)",
+            "raw consume → produce pipe, best of 3 (the limit)",
             total,
             secs,
             None,
@@ -325,10 +332,14 @@ fn row(name: &str, records: u64, seconds: f64, reference: Option<f64>) -> Row {
     }
 }
 
-fn raw_pipe(cfg: &BenchConfig, total: u64) -> Result<f64, BenchError> {
+fn raw_pipe(cfg: &BenchConfig, total: u64, attempt: u32) -> Result<f64, BenchError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", format!("bench-raw-{}", std::process::id()))
+        // A group of its own per attempt: each reads the input from the start.
+        .set(
+            "group.id",
+            format!("bench-raw-{}-{attempt}", std::process::id()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         // As Weir's consumers: refetch 10 ms (not 1 s) after a full queue.

@@ -284,7 +284,7 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
             .arg(&out),
     );
     for row in [
-        "raw consume → produce pipe (the limit)",
+        "raw consume → produce pipe, best of 3 (the limit)",
         "weir inventory, at-least-once",
         "weir inventory, exactly-once",
         "raw read of the changelog",
