@@ -295,12 +295,12 @@ fn restore_replays_only_the_tail_after_the_recorded_changelog_offset() {
 
 #[test]
 fn changelogs_longer_than_one_restore_batch_restore_every_entry_in_log_order() {
-    // Restore hands its writer threads batches of at most 4,096 records:
+    // Restore hands its writer thread batches of at most 4,096 records:
     // the ~10,000 records of each partition take several, and a key's later
     // records (a tombstone after a put, a put after a tombstone) arrive in
-    // later batches than its first. Three partitions are restored at once
-    // by more than one writer; each partition's batches must still apply
-    // in log order.
+    // later batches than its first. Three partitions of different lengths
+    // restore at once (planned together); each must end with its own
+    // entries and offset.
     let partitions = 3;
     let broker = cluster(partitions);
     let b = broker.bootstrap_servers().to_string();

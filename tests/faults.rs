@@ -307,3 +307,65 @@ fn an_output_the_producer_refuses_holds_the_input_until_it_is_accepted() {
     assert!(got.values().all(|n| *n == 1), "{got:?}");
     assert!(read_all(&b, DLQ).is_empty());
 }
+
+#[test]
+fn restore_rides_out_fetch_errors_and_slow_responses() {
+    // The restore consumer reads many records per call; errors on its
+    // fetches (retried by librdkafka) and slow responses must cost time,
+    // never entries or the store's changelog offset.
+    use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
+    let partitions = 3;
+    let broker = cluster(partitions);
+    let b = broker.bootstrap_servers().to_string();
+    let n = 3_000;
+    for p in 0..partitions {
+        let log: Vec<Input> = (0..n)
+            .map(|i| Input {
+                key: Some(format!("p{p}-k{i:05}")),
+                value: Some(b"seen".to_vec()),
+            })
+            .collect();
+        produce_at(&b, "inventory-dedup-changelog", Some(p), &log);
+    }
+    use RDKafkaRespErr::*;
+    broker
+        .request_errors(
+            RDKafkaApiKey::Fetch,
+            &[
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            ],
+        )
+        .unwrap();
+    broker
+        .round_trip_time(1, Duration::from_millis(100))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    assert!(
+        job.handle().wait_until_running(TIMEOUT),
+        "the job restores and runs: {:?}",
+        job.handle().error()
+    );
+    broker.round_trip_time(1, Duration::ZERO).unwrap();
+    job.stop().unwrap();
+    for p in 0..partitions {
+        let path = dir.path().join(format!("inventory/dedup/{p}"));
+        let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
+        assert_eq!(store.changelog_offset(), Some(n as i64), "partition {p}");
+        let mut keys = Vec::new();
+        store
+            .for_each(&mut |k, _| {
+                keys.push(String::from_utf8_lossy(k).into_owned());
+                true
+            })
+            .unwrap();
+        let want: Vec<String> = (0..n).map(|i| format!("p{p}-k{i:05}")).collect();
+        let missing: Vec<&String> = want.iter().filter(|k| !keys.contains(k)).collect();
+        assert!(missing.is_empty(), "partition {p}: lost {missing:?}");
+        assert_eq!(keys.len(), n, "partition {p}: every entry once");
+    }
+}

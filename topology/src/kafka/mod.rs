@@ -1,8 +1,6 @@
 //! Everything that talks to Kafka for the runtime: client settings, topic
-//! administration, the producer's delivery tracking and the changelog writer;
-//! [`batch`] is public: it reads an assigning consumer's records many at a time.
+//! administration, the producer's delivery tracking and the changelog writer.
 
 pub(crate) mod admin;
-pub mod batch;
 pub(crate) mod client;
 pub(crate) mod producer;

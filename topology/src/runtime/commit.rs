@@ -16,12 +16,7 @@ use crate::runtime::task::Task;
 use crate::{metrics, Guarantee, TopologyError};
 
 /// Header carrying the input offset that caused a changelog write.
-pub(crate) const HEADER_SOURCE_OFFSET: &str = match HEADER_SOURCE_OFFSET_C.to_str() {
-    Ok(name) => name,
-    Err(_) => panic!("header names are UTF-8"),
-};
-/// [`HEADER_SOURCE_OFFSET`] as librdkafka's header lookup takes it.
-pub(crate) const HEADER_SOURCE_OFFSET_C: &std::ffi::CStr = c"weir.source.offset";
+pub(crate) const HEADER_SOURCE_OFFSET: &str = "weir.source.offset";
 /// Header naming the process run that produced a record.
 pub(crate) const HEADER_RUN: &str = "weir.run";
 /// Header carrying the commit (under exactly-once: transaction) sequence
