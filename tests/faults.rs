@@ -310,10 +310,11 @@ fn an_output_the_producer_refuses_holds_the_input_until_it_is_accepted() {
 
 #[test]
 fn restore_rides_out_fetch_errors_and_slow_responses() {
-    // The restore consumer reads many records per call; errors on its
-    // fetches (retried by librdkafka) and slow responses must cost time,
-    // never entries or the store's changelog offset.
-    use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
+    // Errors on the restore consumer's fetches (retried by librdkafka; one
+    // comes back as a message that moves the partition's position past its
+    // offset) and slow responses must cost time, never entries or the
+    // store's changelog offset. Batched reads (rd_kafka_consume_batch_queue)
+    // lost a partition's first record here on every run.
     let partitions = 3;
     let broker = cluster(partitions);
     let b = broker.bootstrap_servers().to_string();
@@ -353,19 +354,13 @@ fn restore_rides_out_fetch_errors_and_slow_responses() {
     broker.round_trip_time(1, Duration::ZERO).unwrap();
     job.stop().unwrap();
     for p in 0..partitions {
-        let path = dir.path().join(format!("inventory/dedup/{p}"));
-        let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
-        assert_eq!(store.changelog_offset(), Some(n as i64), "partition {p}");
-        let mut keys = Vec::new();
-        store
-            .for_each(&mut |k, _| {
-                keys.push(String::from_utf8_lossy(k).into_owned());
-                true
-            })
-            .unwrap();
-        let want: Vec<String> = (0..n).map(|i| format!("p{p}-k{i:05}")).collect();
-        let missing: Vec<&String> = want.iter().filter(|k| !keys.contains(k)).collect();
+        let (offset, entries) = dedup_partition(dir.path(), p);
+        assert_eq!(offset, Some(n as i64), "partition {p}");
+        let missing: Vec<String> = (0..n)
+            .map(|i| format!("p{p}-k{i:05}"))
+            .filter(|k| !entries.contains_key(k.as_bytes()))
+            .collect();
         assert!(missing.is_empty(), "partition {p}: lost {missing:?}");
-        assert_eq!(keys.len(), n, "partition {p}: every entry once");
+        assert_eq!(entries.len(), n, "partition {p}: nothing else");
     }
 }

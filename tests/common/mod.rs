@@ -271,3 +271,19 @@ pub fn confirmations(brokers: &str) -> BTreeMap<String, usize> {
     }
     n
 }
+
+/// A stopped job's dedup store partition `p` under `state_dir`: its
+/// recorded changelog offset and every entry, by key.
+pub fn dedup_partition(state_dir: &Path, p: i32) -> (Option<i64>, BTreeMap<Vec<u8>, Vec<u8>>) {
+    use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
+    let path = state_dir.join(format!("inventory/dedup/{p}"));
+    let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
+    let mut entries = BTreeMap::new();
+    store
+        .for_each(&mut |k, v| {
+            entries.insert(k.to_vec(), v.to_vec());
+            true
+        })
+        .unwrap();
+    (store.changelog_offset(), entries)
+}
