@@ -50,9 +50,9 @@ impl Provenance {
         self.seq_bytes = self.seq.to_string().into_bytes();
     }
 
-    pub fn stamp(&self, headers: &mut Headers) {
-        headers.push(HEADER_RUN, Some(self.run_bytes.clone()));
-        headers.push(HEADER_TXN, Some(self.seq_bytes.clone()));
+    /// The headers every produced record carries.
+    pub fn headers(&self) -> [(&'static str, &[u8]); 2] {
+        [(HEADER_RUN, &self.run_bytes), (HEADER_TXN, &self.seq_bytes)]
     }
 }
 
@@ -73,15 +73,17 @@ impl ChangelogSink for KafkaChangelog<'_> {
         value: Option<&[u8]>,
         source_offset: i64,
     ) -> Result<(), StateError> {
-        let mut headers = Headers::new().with(HEADER_SOURCE_OFFSET, source_offset.to_string());
-        self.provenance.stamp(&mut headers);
+        let mut digits = [0u8; 20];
+        let source = decimal(source_offset, &mut digits);
+        let [run, txn] = self.provenance.headers();
         producer::send(
             self.producer,
             self.topic,
             Some(self.partition),
             Some(key),
             value,
-            &headers,
+            &Headers::new(),
+            &[(HEADER_SOURCE_OFFSET, source), run, txn],
             None,
             KIND_CHANGELOG,
         )
@@ -94,6 +96,15 @@ impl ChangelogSink for KafkaChangelog<'_> {
             }
         })
     }
+}
+
+/// `n` in decimal, written into `buf` (no allocation: one per changelog record).
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{n}").expect("an i64 has at most 20 characters");
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 fn kafka(op: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> TopologyError + '_ {

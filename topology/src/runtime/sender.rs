@@ -146,11 +146,10 @@ fn run(
                 provenance,
                 records,
             } => {
-                for mut r in records {
+                for r in records {
                     if refused.is_some() || generation.load(Ordering::Relaxed) != g {
                         break;
                     }
-                    provenance.stamp(&mut r.headers);
                     let kind = if Some(&*r.topic) == dead_letters {
                         KIND_DEAD_LETTER
                     } else {
@@ -163,6 +162,7 @@ fn run(
                         r.key.as_deref(),
                         r.value.as_deref(),
                         &r.headers,
+                        &provenance.headers(),
                         Some(r.timestamp),
                         kind,
                     ) {
