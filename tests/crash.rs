@@ -479,7 +479,9 @@ fn a_clean_restart_restores_nothing_and_a_restart_after_kill_9_only_the_tail() {
     job.signal("-KILL");
     job.wait_exit(TIMEOUT);
 
-    // The tail: changelog records past each store partition's recorded offset.
+    // The tail: changelog records past each store partition's recorded
+    // offset, i.e. since its last flush (stores keep no WAL; the clean stop
+    // above flushed, so the first run's records are not in it).
     let log = read_all(&b, "inventory-dedup-changelog");
     let mut tail = 0;
     for p in 0..4 {

@@ -148,9 +148,11 @@ pub(crate) struct CommitScope<'a> {
 ///
 /// Crash points: before 4, the input is reprocessed — duplicate outputs are
 /// possible (the at-least-once anomaly), and a changelog written in 2–3 only
-/// repeats facts whose outputs were delivered. Between 4 and 5, the store
-/// lags its changelog; restore replays exactly that tail. After 5, nothing
-/// is replayed.
+/// repeats facts whose outputs were delivered. After 4, the store lags its
+/// changelog by what it had not flushed (stores keep no WAL; see
+/// `weir_state::RocksDbStore`); restore replays exactly that tail from the
+/// offset stored with the flushed data. A clean stop flushes: nothing is
+/// replayed.
 ///
 /// **Exactly-once** (one transaction per interval, begun by the first
 /// record sent in it)
@@ -164,7 +166,8 @@ pub(crate) struct CommitScope<'a> {
 /// 5. *Apply state* as above. A crash before 4 leaves an unfinished
 ///    transaction that the broker aborts (at once when the restarted
 ///    instance's `init_transactions` fences it); the store never saw its
-///    writes, so restore replays only the committed changelog tail.
+///    writes, so restore replays only committed changelog records, from
+///    the offset of the store's last flush.
 ///
 /// Returns whether anything was committed (`false`: nothing happened since
 /// the last commit). On error the caller aborts (the transaction, the store

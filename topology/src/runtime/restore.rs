@@ -102,7 +102,7 @@ fn trusted(source: Option<i64>, trust_below: Option<i64>) -> bool {
 }
 
 /// Changelog records per batch handed to the writer: large enough that a
-/// RocksDB write's fixed cost (WAL append, offset entry) is small, small
+/// RocksDB write's fixed cost (batch set-up, offset entry) is small, small
 /// enough that the writer starts while this thread reads on.
 const BATCH_RECORDS: u64 = 4096;
 
