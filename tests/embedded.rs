@@ -227,7 +227,7 @@ fn a_restarted_job_does_not_confirm_again_and_a_lost_state_dir_is_rebuilt() {
         .unwrap();
         store
             .for_each(&mut |k, _| {
-                if !k.starts_with(weir_topology::dedup::EXPIRY_INDEX_PREFIX) {
+                if !k.starts_with(weir_topology::dedup::RESERVED_PREFIX) {
                     keys.insert(String::from_utf8(k.to_vec()).unwrap());
                 }
                 true

@@ -273,7 +273,7 @@ pub fn confirmations(brokers: &str) -> BTreeMap<String, usize> {
 }
 
 /// A stopped job's dedup store partition `p` under `state_dir`: its
-/// recorded changelog offset and every entry, by key.
+/// recorded changelog offset and every data entry, by key.
 pub fn dedup_partition(state_dir: &Path, p: i32) -> (Option<i64>, BTreeMap<Vec<u8>, Vec<u8>>) {
     use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
     let path = state_dir.join(format!("inventory/dedup/{p}"));
@@ -281,7 +281,10 @@ pub fn dedup_partition(state_dir: &Path, p: i32) -> (Option<i64>, BTreeMap<Vec<u
     let mut entries = BTreeMap::new();
     store
         .for_each(&mut |k, v| {
-            entries.insert(k.to_vec(), v.to_vec());
+            // The operator's own keys (time index, rebuild mark) are not data.
+            if !k.starts_with(weir_topology::dedup::RESERVED_PREFIX) {
+                entries.insert(k.to_vec(), v.to_vec());
+            }
             true
         })
         .unwrap();

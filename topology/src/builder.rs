@@ -56,10 +56,12 @@ impl StoreSpec {
     }
 }
 
-/// Derives a store's local entries (see
-/// [`weir_state::StoreTransaction::put_local`]) from one restored changelog
-/// put `(key, value)`, into the batch that applies it.
-pub(crate) type RestoreHook = Arc<dyn Fn(&[u8], &[u8], &mut weir_state::WriteBatch) + Send + Sync>;
+/// A local entry `(key, value)` (see
+/// [`weir_state::StoreTransaction::put_local`]) that restore writes into a
+/// store with the first batch it applies: an operator's note that entries
+/// arrived without their local derivations (the dedup operator then builds
+/// its time index in the background instead of on restore's critical path).
+pub(crate) type RestoreMark = (&'static [u8], &'static [u8]);
 
 /// Where failed records go.
 #[derive(Clone)]
@@ -73,7 +75,7 @@ pub(crate) struct Graph {
     nodes: Vec<NodeSpec>,
     source: Option<(usize, String, SourceDecoder)>,
     stores: Vec<StoreSpec>,
-    restore_hooks: HashMap<String, Vec<RestoreHook>>,
+    restore_marks: HashMap<String, Vec<RestoreMark>>,
     dead_letter: Option<DeadLetterRoute>,
     errors: Vec<String>,
 }
@@ -252,7 +254,7 @@ impl TopologyBuilder {
                 source_topic,
                 decoder,
                 stores: g.stores,
-                restore_hooks: g.restore_hooks,
+                restore_marks: g.restore_marks,
                 dead_letter: g.dead_letter,
                 sink_topics,
             }),
@@ -273,7 +275,7 @@ pub(crate) struct TopologyInner {
     pub source_topic: String,
     pub decoder: SourceDecoder,
     pub stores: Vec<StoreSpec>,
-    pub restore_hooks: HashMap<String, Vec<RestoreHook>>,
+    pub restore_marks: HashMap<String, Vec<RestoreMark>>,
     pub dead_letter: Option<DeadLetterRoute>,
     pub sink_topics: Vec<String>,
 }
@@ -299,10 +301,10 @@ impl Topology {
         &self.inner.stores
     }
 
-    /// What restore derives for `store` from each record it applies.
-    pub(crate) fn restore_hooks(&self, store: &str) -> Vec<RestoreHook> {
+    /// What restore writes with the first batch it applies to `store`.
+    pub(crate) fn restore_marks(&self, store: &str) -> Vec<RestoreMark> {
         self.inner
-            .restore_hooks
+            .restore_marks
             .get(store)
             .cloned()
             .unwrap_or_default()
@@ -559,14 +561,14 @@ impl<K: Data, V: Data> KStream<K, V> {
         (self.graph.clone(), self.node)
     }
 
-    /// Registers what restore derives for `store` (an operator's local index).
-    pub(crate) fn add_restore_hook(&self, store: &str, hook: RestoreHook) {
+    /// Registers a local entry restore writes into `store` with its first batch.
+    pub(crate) fn add_restore_mark(&self, store: &str, mark: RestoreMark) {
         self.graph
             .borrow_mut()
-            .restore_hooks
+            .restore_marks
             .entry(store.to_string())
             .or_default()
-            .push(hook);
+            .push(mark);
     }
 
     pub(crate) fn add_node<K2: Data, V2: Data>(
