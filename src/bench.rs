@@ -17,9 +17,11 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
+use weir_topology::kafka::batch::BatchReader;
 use weir_topology::{AppState, Guarantee};
 
 use crate::inventory::InventoryTopics;
@@ -709,14 +711,21 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
     }
     let started = Instant::now();
     c.assign(&tpl)?;
+    // As the restore reader reads: many records per call.
+    let mut reader = BatchReader::new(&c, 1024)
+        .ok_or_else(|| KafkaError::ClientCreation("the raw read's consumer has no queue".into()))?;
     let mut n = 0;
+    let mut failed = None;
     while n < expected {
         if started.elapsed() > cfg.timeout {
             return Err(BenchError::Timeout(format!("reading {topic}"), cfg.timeout));
         }
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            m?;
-            n += 1;
+        reader.read(Duration::from_millis(100), |m| match m {
+            Ok(_) => n += 1,
+            Err((_, e)) => failed = Some(e),
+        });
+        if let Some(e) = failed.take() {
+            return Err(e.into());
         }
     }
     Ok((n, started.elapsed().as_secs_f64()))

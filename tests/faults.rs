@@ -364,3 +364,75 @@ fn restore_rides_out_fetch_errors_and_slow_responses() {
         assert_eq!(entries.len(), n, "partition {p}: nothing else");
     }
 }
+
+#[test]
+fn a_fetch_error_at_the_last_record_left_to_restore_costs_time_not_the_record() {
+    // A fetch error moves the partition's consumer position past the failed
+    // offset as if a record had been read there, and restore takes the end
+    // of a changelog from that position (under exactly-once the last
+    // record is followed by commit markers, never delivered; the mock
+    // broker writes none, so this test cannot show them). Partition 1's
+    // store has all but the last record: its first fetch, at that record,
+    // fails. Trusting the position would end the restore without it;
+    // restore seeks an errored partition back and reads it again.
+    use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore, WriteBatch};
+    const CHANGELOG: &str = "inventory-dedup-changelog";
+    let broker = cluster(2);
+    let b = broker.bootstrap_servers().to_string();
+    let key = |p: i32, i: usize| format!("p{p}-k{i:05}");
+    let written = [3_000, 6];
+    for p in 0..2 {
+        let log: Vec<Input> = (0..written[p as usize])
+            .map(|i| Input {
+                key: Some(key(p, i)),
+                value: Some(b"seen".to_vec()),
+            })
+            .collect();
+        produce_at(&b, CHANGELOG, Some(p), &log);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = RocksDbStore::open(
+            "dedup",
+            dir.path().join("inventory/dedup/1"),
+            RocksDbOptions::default(),
+        )
+        .unwrap();
+        let mut batch = WriteBatch::default();
+        for i in 0..5 {
+            batch.put(key(1, i).into_bytes(), b"seen".to_vec());
+        }
+        batch.set_changelog_offset(5); // the last record is left
+        store.write(batch).unwrap();
+    }
+    use RDKafkaRespErr::*;
+    broker
+        .request_errors(
+            RDKafkaApiKey::Fetch,
+            &[
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            ],
+        )
+        .unwrap();
+
+    let job = Job::start(&job_config(&b, dir.path())).unwrap();
+    assert!(
+        job.handle().wait_until_running(TIMEOUT),
+        "the job restores and runs: {:?}",
+        job.handle().error()
+    );
+    job.stop().unwrap();
+    for p in 0..2 {
+        let n = written[p as usize];
+        let (offset, entries) = dedup_partition(dir.path(), p);
+        assert_eq!(offset, Some(n as i64), "partition {p}");
+        let missing: Vec<String> = (0..n)
+            .map(|i| key(p, i))
+            .filter(|k| !entries.contains_key(k.as_bytes()))
+            .collect();
+        assert!(missing.is_empty(), "partition {p}: lost {missing:?}");
+        assert_eq!(entries.len(), n, "partition {p}: nothing else");
+    }
+}

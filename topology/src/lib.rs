@@ -17,6 +17,8 @@
 //! - [`config`]: `StreamsConfig`, the one configuration struct of the runtime.
 //! - [`metrics`]: every metric name, as constants.
 //! - [`error`]: `TopologyError` (stops a topology) and `ProcessError` (one record).
+//! - [`kafka::batch`]: `BatchReader`, an assigning consumer's records many
+//!   at a time (restore reads with it; so can tools that read whole topics).
 //!
 //! Internals:
 //! - `graph`: the erased node graph behind the typed builder.
@@ -26,7 +28,7 @@
 //!   (`commit.rs`), the output sender thread (`sender.rs`) and restore
 //!   (`restore.rs`).
 //! - `kafka/`: client configuration, topic administration, the producer's
-//!   delivery tracking and the changelog writer.
+//!   delivery tracking and the changelog writer (only `batch` is public).
 
 pub mod builder;
 pub mod config;
@@ -35,7 +37,7 @@ pub mod dedup;
 pub mod describe;
 pub mod error;
 mod graph;
-mod kafka;
+pub mod kafka;
 pub mod metrics;
 pub mod processor;
 pub mod record;

@@ -38,13 +38,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_state::{KeyValueStore, WriteBatch};
 
 use crate::builder::RestoreMark;
+use crate::kafka::batch::BatchReader;
 use crate::kafka::client::{config, Client};
-use crate::runtime::commit::HEADER_SOURCE_OFFSET;
 use crate::runtime::task::Task;
 use crate::{metrics, StreamsConfig, TopologyError};
 
@@ -111,6 +110,18 @@ const BATCH_RECORDS: u64 = 4096;
 /// Threads reading changelog watermarks when many tasks are planned.
 const PLANNERS: usize = 4;
 
+/// Records taken from the consumer per call. One per call (rust-rdkafka's
+/// poll: an event allocated, refcounted and freed, a queue lock and two
+/// clock reads each) was half of the reading thread (perf).
+const READ_BATCH: usize = 1024;
+
+/// How long seeking a partition back after an error may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `weir.source.offset` (`commit::HEADER_SOURCE_OFFSET`) as librdkafka
+/// looks headers up: a C string.
+const SOURCE_OFFSET_HEADER: &std::ffi::CStr = c"weir.source.offset";
+
 struct Job {
     partition: i32,
     /// Skip records whose source offset is at or past this (exactly-once).
@@ -127,6 +138,9 @@ struct Job {
     marks: Vec<RestoreMark>,
     /// Whether they are in a batch already.
     marked: bool,
+    /// An error came for this partition in this slice: the consumer's
+    /// position for it is not to be trusted; it is sought back instead.
+    suspect: bool,
 }
 
 pub(crate) struct Restorer {
@@ -276,6 +290,7 @@ impl Restorer {
                 started: Instant::now(),
                 marks: task.restore_marks.get(store).cloned().unwrap_or_default(),
                 marked: false,
+                suspect: false,
             });
         }
         if any {
@@ -331,107 +346,129 @@ impl Restorer {
                 .increment(n);
             writer.send((idx, batch)).is_ok()
         };
-        let mut polled = 0u32;
+        let Some(mut reader) = BatchReader::new(&self.consumer, READ_BATCH) else {
+            // Cannot happen: the restore consumer has a group id, hence a queue.
+            tracing::error!("the restore consumer has no consumer queue");
+            return;
+        };
+        let jobs = &mut self.jobs;
         // The job of the previous record.
         let mut last: Option<usize> = None;
-        loop {
-            // The clock and the done-check every 256 records: per record
-            // they cost ~6% of a restore (perf).
-            if polled % 256 == 0
-                && (Instant::now() >= deadline || self.jobs.iter().all(|j| j.position >= j.end))
-            {
-                break;
-            }
-            polled = polled.wrapping_add(1);
-            let Some(msg) = self.consumer.poll(Duration::from_millis(10)) else {
-                polled = 0; // idle: look at the clock now
-                continue;
-            };
-            let m = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "restore consumer error (retrying)");
-                    continue;
-                }
-            };
-            let p = m.partition();
-            let is_job = |j: &Job| j.partition == p && (one_topic || j.topic == m.topic());
-            // Records come in runs of one partition: try the last one's job first.
-            let idx = match last {
-                Some(l) if is_job(&self.jobs[l]) => l,
-                _ => match self.jobs.iter().position(is_job) {
-                    Some(i) => i,
-                    None => continue,
-                },
-            };
-            let job = &mut self.jobs[idx];
-            if m.offset() < job.position {
-                continue;
-            }
-            job.position = m.offset() + 1;
-            if job.trust_below.is_some() {
-                let source = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|x| x.key == HEADER_SOURCE_OFFSET)
-                        .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse::<i64>().ok())
-                });
-                if !trusted(source, job.trust_below) {
-                    job.skipped += 1;
-                    continue;
-                }
-            }
-            let (batch, records) = batches[idx].get_or_insert_with(Default::default);
-            if !job.marked {
-                // With the first restored record, in its atomic batch: a
-                // crash after it cannot leave entries without the mark.
-                for (k, v) in &job.marks {
-                    batch.put(k.to_vec(), v.to_vec());
-                }
-                job.marked = true;
-            }
-            *records += 1;
-            let key = m.key().unwrap_or_default().to_vec();
-            match m.payload() {
-                Some(v) => batch.put(key, v.to_vec()),
-                None => batch.delete(key),
-            }
-            job.restored += 1;
-            if *records >= BATCH_RECORDS {
-                let full = batches[idx].take().expect("just filled");
-                if !send(job, idx, full) {
+        // The writer stopped (it failed: `poll` reports its error).
+        let mut stopped = false;
+        while !stopped && Instant::now() < deadline && jobs.iter().any(|j| j.position < j.end) {
+            reader.read(Duration::from_millis(10), |m| {
+                if stopped {
                     return;
                 }
-            }
-            // The consumer hands out a fetch's records partition by
-            // partition: when it moves on, the previous run goes to the
-            // writer now rather than at the end of the slice, which would
-            // leave the writer idle while this thread reads and this thread
-            // idle while the writer catches up.
-            if last != Some(idx) {
-                if let Some(prev) = last.filter(|p| {
-                    batches[*p]
-                        .as_ref()
-                        .is_some_and(|(_, n)| *n >= BATCH_RECORDS / 16)
-                }) {
-                    let run = batches[prev].take().expect("checked above");
-                    if !send(&self.jobs[prev], prev, run) {
+                let m = match m {
+                    Ok(m) => m,
+                    Err((p, e)) => {
+                        tracing::warn!(partition = p, error = %e, "restore consumer error (retrying)");
+                        // Its position may now be past records not read yet.
+                        for j in jobs.iter_mut().filter(|j| j.partition == p) {
+                            j.suspect = true;
+                        }
+                        return;
+                    }
+                };
+                let p = m.partition();
+                let is_job = |j: &Job| j.partition == p && (one_topic || j.topic == m.topic());
+                // Records come in runs of one partition: try the last one's job first.
+                let idx = match last {
+                    Some(l) if is_job(&jobs[l]) => l,
+                    _ => match jobs.iter().position(is_job) {
+                        Some(i) => i,
+                        None => return,
+                    },
+                };
+                let job = &mut jobs[idx];
+                if m.offset() < job.position {
+                    return;
+                }
+                job.position = m.offset() + 1;
+                if job.trust_below.is_some() {
+                    let source = m
+                        .header(SOURCE_OFFSET_HEADER)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+                    if !trusted(source, job.trust_below) {
+                        job.skipped += 1;
                         return;
                     }
                 }
-                last = Some(idx);
-            }
+                let (batch, records) = batches[idx].get_or_insert_with(Default::default);
+                if !job.marked {
+                    // With the first restored record, in its atomic batch: a
+                    // crash after it cannot leave entries without the mark.
+                    for (k, v) in &job.marks {
+                        batch.put(k.to_vec(), v.to_vec());
+                    }
+                    job.marked = true;
+                }
+                *records += 1;
+                let key = m.key().unwrap_or_default().to_vec();
+                match m.payload() {
+                    Some(v) => batch.put(key, v.to_vec()),
+                    None => batch.delete(key),
+                }
+                job.restored += 1;
+                if *records >= BATCH_RECORDS {
+                    let full = batches[idx].take().expect("just filled");
+                    if !send(job, idx, full) {
+                        stopped = true;
+                        return;
+                    }
+                }
+                // The consumer hands out a fetch's records partition by
+                // partition: when it moves on, the previous run goes to the
+                // writer now rather than at the end of the slice, which would
+                // leave the writer idle while this thread reads and this thread
+                // idle while the writer catches up.
+                if last != Some(idx) {
+                    if let Some(prev) = last.filter(|p| {
+                        batches[*p]
+                            .as_ref()
+                            .is_some_and(|(_, n)| *n >= BATCH_RECORDS / 16)
+                    }) {
+                        let run = batches[prev].take().expect("checked above");
+                        if !send(&jobs[prev], prev, run) {
+                            stopped = true;
+                            return;
+                        }
+                    }
+                    last = Some(idx);
+                }
+            });
         }
-        // Transactional changelogs end with commit markers, which are never
-        // delivered: the consumer's position moves past them, the records' do not.
+        if stopped {
+            return;
+        }
+        drop(reader);
         if self.jobs.iter().any(|j| j.position < j.end) {
+            // A partition that had an error is read again from its last
+            // record: its position may have moved past records not yet
+            // delivered (see `BatchReader::read`), so it is not adopted.
+            let mut seeked = vec![false; self.jobs.len()];
+            for (j, seeked) in self.jobs.iter_mut().zip(&mut seeked) {
+                if !std::mem::take(&mut j.suspect) {
+                    continue;
+                }
+                *seeked = true;
+                let at = Offset::Offset(j.position);
+                if let Err(e) = self.consumer.seek(&j.topic, j.partition, at, SEEK_TIMEOUT) {
+                    tracing::warn!(partition = j.partition, error = %e, "restore seek failed (retrying)");
+                    j.suspect = true;
+                }
+            }
+            // Transactional changelogs end with commit markers, which are
+            // never delivered: the consumer's position moves past them, the
+            // records' do not.
             if let Ok(positions) = self.consumer.position() {
                 for e in positions.elements() {
                     if let Offset::Offset(o) = e.offset() {
-                        if let Some(j) = self
-                            .jobs
-                            .iter_mut()
-                            .find(|j| j.partition == e.partition() && j.topic == e.topic())
-                        {
+                        if let Some((j, _)) = self.jobs.iter_mut().zip(&seeked).find(|(j, s)| {
+                            !**s && j.partition == e.partition() && j.topic == e.topic()
+                        }) {
                             j.position = j.position.max(o);
                         }
                     }
@@ -570,6 +607,14 @@ impl Restorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_reads_the_source_offset_header_the_commit_writes() {
+        assert_eq!(
+            SOURCE_OFFSET_HEADER.to_str(),
+            Ok(crate::runtime::commit::HEADER_SOURCE_OFFSET)
+        );
+    }
 
     #[test]
     fn a_new_or_lost_store_restores_the_whole_changelog() {
