@@ -275,16 +275,21 @@ pub fn confirmations(brokers: &str) -> BTreeMap<String, usize> {
 /// A stopped job's dedup store partition `p` under `state_dir`: its
 /// recorded changelog offset and every data entry, by key.
 pub fn dedup_partition(state_dir: &Path, p: i32) -> (Option<i64>, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let (offset, mut entries) = dedup_partition_all(state_dir, p);
+    // The operator's own keys (time index, rebuild mark) are not data.
+    entries.retain(|k, _| !k.starts_with(weir_topology::dedup::RESERVED_PREFIX));
+    (offset, entries)
+}
+
+/// [`dedup_partition`] with the operator's own keys (time index, marks).
+pub fn dedup_partition_all(state_dir: &Path, p: i32) -> (Option<i64>, BTreeMap<Vec<u8>, Vec<u8>>) {
     use weir_state::{KeyValueStore, RocksDbOptions, RocksDbStore};
     let path = state_dir.join(format!("inventory/dedup/{p}"));
     let store = RocksDbStore::open("dedup", &path, RocksDbOptions::default()).unwrap();
     let mut entries = BTreeMap::new();
     store
         .for_each(&mut |k, v| {
-            // The operator's own keys (time index, rebuild mark) are not data.
-            if !k.starts_with(weir_topology::dedup::RESERVED_PREFIX) {
-                entries.insert(k.to_vec(), v.to_vec());
-            }
+            entries.insert(k.to_vec(), v.to_vec());
             true
         })
         .unwrap();

@@ -18,11 +18,15 @@
 //! later is just dropped. Measured by `cargo bench --workspace --bench
 //! dedup_expiry`.
 //!
-//! Restore does not derive the index (per record it was a second memtable
-//! insert, ~16% of a restore): it writes a rebuild mark with the first
-//! entries it applies, and after restore the operator derives the index
-//! from the entries, [`REBUILD_BUDGET`] per commit, from where the mark
-//! says it got to (`cargo bench --bench dedup_expiry` measures it). Meanwhile, and always, a key's entry is also judged when the
+//! A full restore does not derive the index (per record it was a second
+//! memtable insert, ~16% of a restore): it writes a rebuild mark with the
+//! first entries it applies, and after restore the operator derives the
+//! index from the entries, [`REBUILD_BUDGET`] per commit, from where the
+//! mark says it got to (`cargo bench --bench dedup_expiry` measures it). A
+//! restore that replays a tail (what the store had not flushed when its
+//! process was killed) derives the index entries of what it replays, as it
+//! applies them: rebuilding a whole store's index for a short tail would
+//! cost far more. Meanwhile, and always, a key's entry is also judged when the
 //! key is seen again: a record more than the retention after the entry's
 //! time passes (and renews it) whether or not an expiry pass removed it.
 
@@ -30,7 +34,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::builder::{Data, KStream};
+use crate::builder::{Data, KStream, LocalDerivation};
 use crate::graph::{ErasedRecord, Node, NodeContext, Target};
 use crate::metrics;
 use crate::record::Record;
@@ -68,6 +72,18 @@ fn index_key(first_seen_ms: i64, key: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&(first_seen_ms.max(0) as u64).to_be_bytes());
     k.extend_from_slice(key);
     k
+}
+
+/// The index entry of a seen key a restore replays as part of a tail.
+/// (Records of the index itself, in changelogs written before it was
+/// local, restore as they are.)
+fn restore_index(key: &[u8], value: &[u8], batch: &mut weir_state::WriteBatch) {
+    if key.starts_with(RESERVED_PREFIX) {
+        return;
+    }
+    if let Ok(seen) = weir_state::typed::decode::<SeenEntry>("", value) {
+        batch.put(index_key(seen.first_seen_ms, key), Vec::new());
+    }
 }
 
 type KeyFn<K, V> = Arc<dyn Fn(&Record<K, V>) -> Option<Vec<u8>> + Send + Sync>;
@@ -261,6 +277,8 @@ fn rebuild_index(
         None => batch.delete(REBUILD_KEY.to_vec()),
     }
     tx.store_mut().write(batch)?;
+    ::metrics::counter!(metrics::DEDUP_INDEX_REBUILT, metrics::LABEL_STORE => tx.name().to_string())
+        .increment(indexed as u64);
     tracing::debug!(indexed, done = next.is_none(), "dedup index rebuilt");
     Ok(next)
 }
@@ -294,7 +312,13 @@ impl<K: Data, V: Data> KStream<K, V> {
     {
         let retention_ms = retention.map(|r| r.as_millis() as i64);
         if retention_ms.is_some() {
-            self.add_restore_mark(store, (REBUILD_KEY, b""));
+            self.add_local_derivation(
+                store,
+                LocalDerivation {
+                    derive: restore_index,
+                    mark: (REBUILD_KEY, b""),
+                },
+            );
         }
         let key_fn: KeyFn<K, V> = Arc::new(key_fn);
         let store_name = store.to_string();

@@ -10,6 +10,8 @@ pub const RECORDS_PRODUCED: &str = "weir_records_produced_total";
 pub const DUPLICATES: &str = "weir_duplicates_total";
 /// Counter `{store}`: dedup keys removed after their retention.
 pub const DEDUP_EXPIRED: &str = "weir_dedup_expired_total";
+/// Counter `{store}`: entries a dedup operator indexed after a full restore.
+pub const DEDUP_INDEX_REBUILT: &str = "weir_dedup_index_rebuilt_total";
 /// Counter `{kind}`: records routed to the dead-letter topic.
 pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
 /// Gauge `{topic, partition}`: high watermark minus the next offset to process.
@@ -66,6 +68,10 @@ pub fn describe() {
         "Dedup keys removed after their retention, by store"
     );
     describe_counter!(
+        DEDUP_INDEX_REBUILT,
+        "Dedup entries given their time-index entry after a full restore, by store"
+    );
+    describe_counter!(
         DLQ_RECORDS,
         "Records routed to the dead-letter topic, by failure kind"
     );
@@ -107,6 +113,7 @@ pub(crate) fn register_series(topology: &crate::Topology, application_id: &str) 
     for s in topology.stores() {
         counter!(DUPLICATES, LABEL_STORE => s.name.clone()).absolute(0);
         counter!(DEDUP_EXPIRED, LABEL_STORE => s.name.clone()).absolute(0);
+        counter!(DEDUP_INDEX_REBUILT, LABEL_STORE => s.name.clone()).absolute(0);
         counter!(RESTORE_RECORDS, LABEL_STORE => s.name.clone()).absolute(0);
         if s.changelog {
             produced.push(crate::Topology::changelog_topic(application_id, &s.name));

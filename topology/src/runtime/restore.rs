@@ -19,10 +19,12 @@
 //!   what remains is restored and the gap is logged.
 //!
 //! Entries an operator keeps locally and never logs (the dedup operator's
-//! time index) are not derived here: the first batch applied to a store
-//! carries the store's restore marks, local entries that tell the operator
-//! to derive them after restore (per record here, it was ~16% of a
-//! restore: a second memtable insert and sort entry per record).
+//! time index) come back by the store's local derivations: a full restore
+//! writes their marks with its first batch, local entries that tell the
+//! operator to derive the rest after restore (per record here, it was ~16%
+//! of a restore: a second memtable insert and sort entry per record); the
+//! replay of a tail (what the store had not flushed) derives them record by
+//! record, since an operator's pass over the whole store would cost more.
 //!
 //! What restore trusts, under exactly-once: a changelog record whose
 //! `weir.source.offset` is at or past the input partition's committed
@@ -41,7 +43,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_state::{KeyValueStore, WriteBatch};
 
-use crate::builder::RestoreMark;
+use crate::builder::LocalDerivation;
 use crate::kafka::batch::BatchReader;
 use crate::kafka::client::{config, Client};
 use crate::runtime::task::Task;
@@ -134,9 +136,12 @@ struct Job {
     end: i64,
     restored: u64,
     started: Instant,
-    /// Local entries written with the first batch applied to the store.
-    marks: Vec<RestoreMark>,
-    /// Whether they are in a batch already.
+    /// How the store's local entries come back.
+    derivations: Vec<LocalDerivation>,
+    /// A tail replay (the store had a checkpoint in the changelog's range):
+    /// derive per record; otherwise write the marks with the first batch.
+    tail: bool,
+    /// Whether the marks are in a batch already.
     marked: bool,
     /// An error came for this partition in this slice: the consumer's
     /// position for it is not to be trusted; it is sought back instead.
@@ -288,7 +293,12 @@ impl Restorer {
                 end: high,
                 restored: 0,
                 started: Instant::now(),
-                marks: task.restore_marks.get(store).cloned().unwrap_or_default(),
+                derivations: task
+                    .local_derivations
+                    .get(store)
+                    .cloned()
+                    .unwrap_or_default(),
+                tail: recorded.is_some() && !plan.wipe && plan.lost.is_none(),
                 marked: false,
                 suspect: false,
             });
@@ -329,7 +339,8 @@ impl Restorer {
     /// failed: its error is what `poll` reports).
     fn read(&mut self, deadline: Instant, writer: &mpsc::SyncSender<(usize, WriteBatch)>) {
         // Per job, by index: the batch being built and how many changelog
-        // records it holds (a first batch also holds the restore marks).
+        // records it holds (a full restore's first batch also holds the
+        // derivations' marks; a tail's batches their derived entries).
         let mut batches: Vec<Option<(WriteBatch, u64)>> = Vec::new();
         batches.resize_with(self.jobs.len(), || None);
         // With one changelog topic (one logged store) a record's partition
@@ -397,19 +408,26 @@ impl Restorer {
                     }
                 }
                 let (batch, records) = batches[idx].get_or_insert_with(Default::default);
-                if !job.marked {
+                if !job.tail && !job.marked {
                     // With the first restored record, in its atomic batch: a
                     // crash after it cannot leave entries without the mark.
-                    for (k, v) in &job.marks {
-                        batch.put(k.to_vec(), v.to_vec());
+                    for d in &job.derivations {
+                        batch.put(d.mark.0.to_vec(), d.mark.1.to_vec());
                     }
                     job.marked = true;
                 }
                 *records += 1;
-                let key = m.key().unwrap_or_default().to_vec();
+                let key = m.key().unwrap_or_default();
                 match m.payload() {
-                    Some(v) => batch.put(key, v.to_vec()),
-                    None => batch.delete(key),
+                    Some(v) => {
+                        if job.tail {
+                            for d in &job.derivations {
+                                (d.derive)(key, v, batch);
+                            }
+                        }
+                        batch.put(key.to_vec(), v.to_vec())
+                    }
+                    None => batch.delete(key.to_vec()),
                 }
                 job.restored += 1;
                 if *records >= BATCH_RECORDS {

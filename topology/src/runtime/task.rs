@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use weir_state::{RocksDbStore, StoreTransaction};
 
-use crate::builder::RestoreMark;
+use crate::builder::LocalDerivation;
 use crate::task::TaskCore;
 use crate::{StreamsConfig, Topology, TopologyError};
 
@@ -25,7 +25,7 @@ pub(crate) struct Task {
     /// Changelog topic per logged store.
     pub changelogs: HashMap<String, String>,
     /// What restore derives per store (local index entries).
-    pub restore_marks: HashMap<String, Vec<RestoreMark>>,
+    pub local_derivations: HashMap<String, Vec<LocalDerivation>>,
     /// Offset after the last processed record.
     pub next_offset: Option<i64>,
     /// Last committed offset (from the group at assignment, then ours).
@@ -44,7 +44,7 @@ impl Task {
     ) -> Result<Self, TopologyError> {
         let mut stores = HashMap::new();
         let mut changelogs = HashMap::new();
-        let mut restore_marks = HashMap::new();
+        let mut local_derivations = HashMap::new();
         for spec in topology.stores() {
             let path = cfg
                 .state_dir
@@ -58,7 +58,7 @@ impl Task {
                 }
             })?;
             stores.insert(spec.name.clone(), StoreTransaction::new(Box::new(store)));
-            restore_marks.insert(spec.name.clone(), topology.restore_marks(&spec.name));
+            local_derivations.insert(spec.name.clone(), topology.local_derivations(&spec.name));
             if spec.changelog {
                 changelogs.insert(
                     spec.name.clone(),
@@ -71,7 +71,7 @@ impl Task {
             core: TaskCore::new(topology, partition, stores),
             state: TaskState::Restoring,
             changelogs,
-            restore_marks,
+            local_derivations,
             next_offset: None,
             committed: None,
             rewind_to: None,
