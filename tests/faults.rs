@@ -354,15 +354,21 @@ fn restore_rides_out_fetch_errors_and_slow_responses() {
     broker.round_trip_time(1, Duration::ZERO).unwrap();
     job.stop().unwrap();
     for p in 0..partitions {
-        let (offset, entries) = dedup_partition(dir.path(), p);
-        assert_eq!(offset, Some(n as i64), "partition {p}");
-        let missing: Vec<String> = (0..n)
-            .map(|i| format!("p{p}-k{i:05}"))
-            .filter(|k| !entries.contains_key(k.as_bytes()))
-            .collect();
-        assert!(missing.is_empty(), "partition {p}: lost {missing:?}");
-        assert_eq!(entries.len(), n, "partition {p}: nothing else");
+        assert_restored(dir.path(), p, n);
     }
+}
+
+/// Partition `p`'s store holds exactly the changelog's `n` entries
+/// `p{p}-k{i:05}` and its offset is past them.
+fn assert_restored(state: &std::path::Path, p: i32, n: usize) {
+    let (offset, entries) = dedup_partition(state, p);
+    assert_eq!(offset, Some(n as i64), "partition {p}");
+    let missing: Vec<String> = (0..n)
+        .map(|i| format!("p{p}-k{i:05}"))
+        .filter(|k| !entries.contains_key(k.as_bytes()))
+        .collect();
+    assert!(missing.is_empty(), "partition {p}: lost {missing:?}");
+    assert_eq!(entries.len(), n, "partition {p}: nothing else");
 }
 
 #[test]
@@ -425,14 +431,6 @@ fn a_fetch_error_at_the_last_record_left_to_restore_costs_time_not_the_record() 
     );
     job.stop().unwrap();
     for p in 0..2 {
-        let n = written[p as usize];
-        let (offset, entries) = dedup_partition(dir.path(), p);
-        assert_eq!(offset, Some(n as i64), "partition {p}");
-        let missing: Vec<String> = (0..n)
-            .map(|i| key(p, i))
-            .filter(|k| !entries.contains_key(k.as_bytes()))
-            .collect();
-        assert!(missing.is_empty(), "partition {p}: lost {missing:?}");
-        assert_eq!(entries.len(), n, "partition {p}: nothing else");
+        assert_restored(dir.path(), p, written[p as usize]);
     }
 }
