@@ -406,7 +406,7 @@ fn a_fetch_error_at_the_last_record_left_to_restore_costs_time_not_the_record() 
         .unwrap();
         let mut batch = WriteBatch::default();
         for i in 0..5 {
-            batch.put(key(1, i).into_bytes(), b"seen".to_vec());
+            batch.put(key(1, i).into_bytes(), b"seen");
         }
         batch.set_changelog_offset(5); // the last record is left
         store.write(batch).unwrap();

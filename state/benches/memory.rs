@@ -65,7 +65,7 @@ fn child(n: u64, lookups: usize) {
         index.extend_from_slice(&key);
         batch.put(key, value);
         batch.put(index, Vec::new());
-        if batch.ops.len() >= 2 * BATCH {
+        if batch.len() >= 2 * BATCH {
             batch.set_changelog_offset(2 * i as i64);
             store.write(std::mem::take(&mut batch)).expect("a batch");
         }

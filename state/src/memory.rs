@@ -36,17 +36,17 @@ impl KeyValueStore for MemoryStore {
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<(), StateError> {
-        for (key, value) in batch.ops {
+        for (key, value) in batch.iter() {
             match value {
                 Some(v) => {
-                    self.data.insert(key, v);
+                    self.data.insert(key.to_vec(), v.to_vec());
                 }
                 None => {
-                    self.data.remove(&key);
+                    self.data.remove(key);
                 }
             }
         }
-        if let Some(offset) = batch.changelog_offset {
+        if let Some(offset) = batch.changelog_offset() {
             self.changelog_offset = Some(offset);
         }
         Ok(())

@@ -224,13 +224,13 @@ impl KeyValueStore for RocksDbStore {
         let mut batch = batch;
         batch.sort_by_key();
         let mut wb = rocksdb::WriteBatch::default();
-        for (key, value) in &batch.ops {
+        for (key, value) in batch.iter() {
             match value {
                 Some(v) => wb.put(key, v),
                 None => wb.delete(key),
             }
         }
-        if let Some(offset) = batch.changelog_offset {
+        if let Some(offset) = batch.changelog_offset() {
             let meta = self
                 .db()
                 .cf_handle(META_CF)
@@ -243,7 +243,7 @@ impl KeyValueStore for RocksDbStore {
         self.db()
             .write_opt(wb, &opts)
             .map_err(self.rocks_err("write"))?;
-        if let Some(offset) = batch.changelog_offset {
+        if let Some(offset) = batch.changelog_offset() {
             self.changelog_offset = Some(offset);
         }
         Ok(())

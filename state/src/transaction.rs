@@ -127,10 +127,13 @@ impl StoreTransaction {
     /// Applies the overlay and `changelog_offset` (when given) in one atomic
     /// batch, then starts a new interval.
     pub fn commit(&mut self, changelog_offset: Option<i64>) -> Result<(), StateError> {
-        let mut batch = WriteBatch {
-            ops: self.pending.drain().map(|(k, p)| (k, p.value)).collect(),
-            changelog_offset: None,
-        };
+        let mut batch = WriteBatch::new();
+        for (key, p) in self.pending.drain() {
+            match p.value {
+                Some(v) => batch.put(key, v),
+                None => batch.delete(key),
+            }
+        }
         if let Some(offset) = changelog_offset {
             batch.set_changelog_offset(offset);
         }

@@ -79,7 +79,7 @@ fn index_key(first_seen_ms: i64, key: &[u8]) -> Vec<u8> {
 /// local, restore as they are.)
 fn restore_index(key: &[u8], value: &[u8], batch: &mut weir_state::WriteBatch) {
     if let Some(index) = index_entry_of(key, value) {
-        batch.put(index, Vec::new());
+        batch.put(index, b"");
     }
 }
 
@@ -269,7 +269,7 @@ fn rebuild_index(
                 return false;
             }
             if let Some(index) = index_entry_of(k, v) {
-                batch.put(index, Vec::new());
+                batch.put(index, b"");
                 indexed += 1;
             }
             true
@@ -280,8 +280,8 @@ fn rebuild_index(
         start = RESERVED_END.to_vec();
     }
     match &next {
-        Some(k) => batch.put(REBUILD_KEY.to_vec(), k.clone()),
-        None => batch.delete(REBUILD_KEY.to_vec()),
+        Some(k) => batch.put(REBUILD_KEY, k),
+        None => batch.delete(REBUILD_KEY),
     }
     tx.store_mut().write(batch)?;
     ::metrics::counter!(metrics::DEDUP_INDEX_REBUILT, metrics::LABEL_STORE => tx.name().to_string())

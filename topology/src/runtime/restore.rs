@@ -412,7 +412,7 @@ impl Restorer {
                     // With the first restored record, in its atomic batch: a
                     // crash after it cannot leave entries without the mark.
                     for d in &job.derivations {
-                        batch.put(d.mark.0.to_vec(), d.mark.1.to_vec());
+                        batch.put(d.mark.0, d.mark.1);
                     }
                     job.marked = true;
                 }
@@ -425,9 +425,9 @@ impl Restorer {
                                 (d.derive)(key, v, batch);
                             }
                         }
-                        batch.put(key.to_vec(), v.to_vec())
+                        batch.put(key, v)
                     }
-                    None => batch.delete(key.to_vec()),
+                    None => batch.delete(key),
                 }
                 job.restored += 1;
                 if *records >= BATCH_RECORDS {
