@@ -204,6 +204,7 @@ impl TaskManager {
                 self.resume(consumer, p)?;
             }
         }
+        self.restorer.assign_planned()?;
         self.publish_status();
         Ok(())
     }
