@@ -272,11 +272,27 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
             read,
             None,
         ));
-        progress("restore");
-        let _ = std::fs::remove_dir_all(cfg.work_dir.join("alo"));
-        let times = restore_run(cfg)?;
+        progress("restore (best of 3)");
+        // Best of three as the reference it is compared with: single
+        // restores varied ~±10% from run to run, as single raw reads did.
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let _ = std::fs::remove_dir_all(cfg.work_dir.join("alo"));
+            runs.push(restore_run(cfg)?);
+        }
+        let listed = runs
+            .iter()
+            .map(|t| format!("{:.3}", t.restore))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let times = runs
+            .into_iter()
+            .min_by(|a, b| a.restore.total_cmp(&b.restore))
+            .expect("three runs");
         rows.push(row(
-            "weir restore from the changelog (empty state; assignment → running)",
+            &format!(
+                "weir restore from the changelog, best of 3 (empty state; assignment → running; runs {listed} s)"
+            ),
             changelog,
             times.restore,
             Some(read),

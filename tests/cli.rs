@@ -288,7 +288,7 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
         "weir inventory, at-least-once",
         "weir inventory, exactly-once",
         "raw read of the changelog",
-        "weir restore from the changelog (empty state; assignment → running)",
+        "weir restore from the changelog, best of 3 (empty state; assignment → running; runs ",
         "weir start → running, restore included",
         "| at-least-once |",
         "| exactly-once |",
