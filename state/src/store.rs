@@ -111,30 +111,47 @@ impl WriteBatch {
     /// costs one pass, so a caller can sort on its own thread ahead of the
     /// write: restore does, while the previous batch is being written.
     ///
-    /// The sort compares each key's first [`SORT_PREFIX`] bytes as three
-    /// integers, copied once into a small array, and reads the keys
-    /// themselves only on a tie. Comparing the keys where they lie was a
-    /// pointer chase per comparison: a restore's reader spent ~27% of its
-    /// time sorting 4,096-record batches (perf); this sort takes ~40% less
-    /// time on a restore batch (orderIds and their time-index keys). Only
-    /// the operations move; keys and values stay where they are.
+    /// Keys are sorted by the 8 bytes after the prefix every key in the
+    /// batch shares (`o-42-` of orderIds, `\0weir.expiry\0` and a
+    /// timestamp's constant bytes of time-index keys), as integers, with a
+    /// counting sort per byte that differs; keys whose 8 bytes tie are then
+    /// compared whole. Comparing keys where they lie was a pointer chase per
+    /// comparison (~27% of a restore's reading thread, perf); integers
+    /// compared by a comparison sort took 28–36 ns a key on a 4,096-key batch,
+    /// the counting sort 17–23. Only the operations move; keys and values
+    /// stay where they are.
     pub fn sort_by_key(&mut self) {
         if self.ops.is_sorted_by(|a, b| self.key(a) <= self.key(b)) {
             return;
         }
-        let mut order: Vec<([u64; 3], u32)> = self
+        let first = self.key(&self.ops[0]);
+        let shared = self.ops[1..].iter().fold(first.len(), |n, op| {
+            let key = self.key(op);
+            first[..n]
+                .iter()
+                .zip(key)
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        let mut order: Vec<(u64, u32)> = self
             .ops
             .iter()
             .enumerate()
-            .map(|(i, op)| (prefix_words(self.key(op)), i as u32))
+            .map(|(i, op)| (word_after(self.key(op), shared), i as u32))
             .collect();
         let key = |i: u32| self.key(&self.ops[i as usize]);
-        // The position breaks ties last: one key's operations keep their order.
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| key(a.1).cmp(key(b.1)))
-                .then(a.1.cmp(&b.1))
-        });
+        if order.len() < RADIX_MIN {
+            // Stable: one key's operations keep their order.
+            order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1).cmp(key(b.1))));
+        } else {
+            radix_sort(&mut order);
+            // Stable too, within a run of equal words.
+            for run in order.chunk_by_mut(|a, b| a.0 == b.0) {
+                if run.len() > 1 {
+                    run.sort_by(|a, b| key(a.1).cmp(key(b.1)));
+                }
+            }
+        }
         self.ops = order.iter().map(|(_, i)| self.ops[*i as usize]).collect();
     }
 
@@ -144,24 +161,49 @@ impl WriteBatch {
     }
 }
 
-/// How many leading key bytes [`WriteBatch::sort_by_key`] compares without
-/// reading the key: 24 covers an orderId and, past its 13-byte prefix and
-/// the timestamp's constant high bytes, a time-index key.
-const SORT_PREFIX: usize = 24;
+/// Below this many operations a comparison sort beats a counting sort's
+/// 256-entry tables.
+const RADIX_MIN: usize = 64;
 
-/// A key's first [`SORT_PREFIX`] bytes, zero-padded, as big-endian words:
-/// the words order as the bytes do, and a tie (equal words; a short key is
+/// The 8 bytes of `key` from `at`, zero-padded, as a big-endian integer:
+/// integers order as the bytes do, and a tie (equal bytes, or a short key
 /// zero-padded) goes to a comparison of the keys.
-fn prefix_words(key: &[u8]) -> [u64; 3] {
-    let mut bytes = [0u8; SORT_PREFIX];
-    let n = key.len().min(SORT_PREFIX);
-    bytes[..n].copy_from_slice(&key[..n]);
-    let word = |i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        u64::from_be_bytes(w)
-    };
-    [word(0), word(1), word(2)]
+fn word_after(key: &[u8], at: usize) -> u64 {
+    let rest = &key[at..];
+    let n = rest.len().min(8);
+    let mut bytes = [0u8; 8];
+    bytes[..n].copy_from_slice(&rest[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Sorts by the integer, stably: a counting sort per byte, least
+/// significant first, skipping bytes that are equal in every integer.
+fn radix_sort(v: &mut Vec<(u64, u32)>) {
+    let (all, any) = v
+        .iter()
+        .fold((u64::MAX, 0), |(all, any), x| (all & x.0, any | x.0));
+    let differ = all ^ any;
+    let mut out = vec![(0, 0); v.len()];
+    for shift in (0..64).step_by(8) {
+        if (differ >> shift) & 0xff == 0 {
+            continue;
+        }
+        let digit = |x: &(u64, u32)| ((x.0 >> shift) & 0xff) as usize;
+        let mut at = [0usize; 256];
+        for x in v.iter() {
+            at[digit(x)] += 1;
+        }
+        let mut sum = 0;
+        for slot in &mut at {
+            (sum, *slot) = (sum + *slot, sum);
+        }
+        for x in v.iter() {
+            let d = digit(x);
+            out[at[d]] = *x;
+            at[d] += 1;
+        }
+        std::mem::swap(v, &mut out);
+    }
 }
 
 /// A key-value store partition over bytes.
@@ -247,10 +289,12 @@ mod tests {
 
     #[test]
     fn sorting_orders_keys_as_bytes_and_keeps_each_keys_operations_in_order() {
-        // Keys that tie on the compared prefix, keys that are prefixes of
-        // others (and equal once zero-padded), empty keys, repeated keys.
-        let long = |tail: &[u8]| [b"\x00weir.expiry\x00\x00\x00\x01\x93".as_slice(), tail].concat();
-        let keys: Vec<Vec<u8>> = vec![
+        // Keys that tie on the compared bytes, keys that are prefixes of
+        // others (and equal once zero-padded), empty keys, repeated keys;
+        // and keys that all share a prefix, one of them the prefix itself.
+        let prefix = b"\x00weir.expiry\x00\x00\x00\x01\x93".as_slice();
+        let long = |tail: &[u8]| [prefix, tail].concat();
+        let mixed: Vec<Vec<u8>> = vec![
             b"o-1-10".to_vec(),
             long(b"\x00\x00\x01o-1-2"),
             b"o-1-1".to_vec(),
@@ -264,22 +308,39 @@ mod tests {
             Vec::new(),
             long(b"\x00\x00\x01o-1-2"),
         ];
-        // Every op is tagged with its position, so order among equal keys shows.
-        let mut batch = WriteBatch::new();
-        for (i, k) in keys.iter().enumerate() {
-            if i % 3 == 2 {
-                batch.delete(k.clone());
-            } else {
-                batch.put(k.clone(), i.to_string());
+        let shared: Vec<Vec<u8>> = vec![
+            long(b"\x00\x00\x01o-1-2"),
+            long(b""),
+            long(b"\x00\x00\x01o-1-10"),
+            long(b"\x00"),
+            long(b"\x00\x00\x01o-1-1"),
+            long(b"\x00\x00\x00o-9"),
+            long(b"\x00\x00\x01o-1-2"),
+            long(b""),
+        ];
+        // Once (a comparison sort) and repeated past RADIX_MIN (the
+        // counting sort, then whole keys within runs of tied words).
+        for keys in [&mixed, &shared] {
+            for copies in [1, RADIX_MIN / keys.len() + 1] {
+                // Every op is tagged with its position, so order among
+                // equal keys shows.
+                let mut batch = WriteBatch::new();
+                for (i, k) in keys.iter().cycle().take(keys.len() * copies).enumerate() {
+                    if i % 3 == 2 {
+                        batch.delete(k);
+                    } else {
+                        batch.put(k, i.to_string());
+                    }
+                }
+                let mut expected = owned(&batch);
+                expected.sort_by(|a, b| a.0.cmp(&b.0));
+                batch.sort_by_key();
+                assert_eq!(owned(&batch), expected, "{copies} copies");
+                // Sorted already: unchanged.
+                batch.sort_by_key();
+                assert_eq!(owned(&batch), expected);
             }
         }
-        let mut expected = owned(&batch);
-        expected.sort_by(|a, b| a.0.cmp(&b.0));
-        batch.sort_by_key();
-        assert_eq!(owned(&batch), expected);
-        // Sorted already: unchanged.
-        batch.sort_by_key();
-        assert_eq!(owned(&batch), expected);
     }
 
     #[test]
