@@ -109,9 +109,6 @@ fn trusted(source: Option<i64>, trust_below: Option<i64>) -> bool {
 /// enough that the writer starts while this thread reads on.
 const BATCH_RECORDS: u64 = 4096;
 
-/// Threads reading changelog watermarks when many tasks are planned.
-const PLANNERS: usize = 4;
-
 /// Records taken from the consumer per call. One per call (rust-rdkafka's
 /// poll: an event allocated, refcounted and freed, a queue lock and two
 /// clock reads each) was half of the reading thread (perf).
@@ -179,42 +176,47 @@ impl Restorer {
     }
 
     /// Reads the watermarks of the changelog partitions that [`Self::start`]
-    /// is about to plan, on up to [`PLANNERS`] threads. One request per
-    /// partition, one after another, took ~55 ms of a 131-partition restore
-    /// (embedded broker) and longer against a remote broker, before any
-    /// record was read. A partition whose request fails is asked again by
-    /// `start`, which reports the error.
+    /// is about to plan: two list-offsets requests for them all (each
+    /// end's), as Kafka Streams' `endOffsets`. One watermark request per
+    /// partition took ~55 ms of a 131-partition restore one after another
+    /// (embedded broker), ~7 ms on four threads, and a round trip each to a
+    /// remote broker. A partition missing from the answers (an error) is
+    /// asked again by `start`, which reports the error.
     pub fn prefetch_watermarks(&mut self, wanted: &[(String, i32)]) {
         self.watermarks.clear();
         if wanted.len() < 2 {
             return; // `start` asks for the one
         }
-        let consumer = &self.consumer;
-        let timeout = self.timeout;
-        let chunk = wanted.len().div_ceil(PLANNERS);
-        let fetched: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = wanted
-                .chunks(chunk)
-                .filter_map(|c| {
-                    std::thread::Builder::new()
-                        .name("weir-plan".into())
-                        .spawn_scoped(s, move || {
-                            c.iter()
-                                .filter_map(|(t, p)| {
-                                    let w = consumer.fetch_watermarks(t, *p, timeout).ok()?;
-                                    Some(((t.clone(), *p), w))
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .ok() // no thread: `start` asks for that share
-                })
-                .collect();
-            handles
+        // Offsets to list by timestamp; the two special ones ask for a
+        // partition's first offset and the offset after its last, with
+        // the consumer's isolation level, as a watermark request does.
+        let list = |end: Offset| {
+            let mut tpl = TopicPartitionList::with_capacity(wanted.len());
+            for (topic, p) in wanted {
+                tpl.add_partition_offset(topic, *p, end).ok()?;
+            }
+            self.consumer.offsets_for_times(tpl, self.timeout).ok()
+        };
+        let (Some(low), Some(high)) = (list(Offset::Beginning), list(Offset::End)) else {
+            return;
+        };
+        let found = |tpl: &TopicPartitionList| {
+            tpl.elements()
                 .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        self.watermarks.extend(fetched);
+                .filter_map(|e| match (e.error(), e.offset()) {
+                    (Ok(()), Offset::Offset(o)) => {
+                        Some(((e.topic().to_string(), e.partition()), o))
+                    }
+                    _ => None,
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        let low = found(&low);
+        for (tp, high) in found(&high) {
+            if let Some(low) = low.get(&tp) {
+                self.watermarks.insert(tp, (*low, high));
+            }
+        }
     }
 
     fn kafka<T>(r: Result<T, rdkafka::error::KafkaError>, op: String) -> Result<T, TopologyError> {
@@ -718,5 +720,48 @@ mod tests {
             "no header: an older writer, applied"
         );
         assert!(trusted(Some(11), None), "at-least-once applies everything");
+    }
+
+    #[test]
+    fn planning_reads_every_changelog_partitions_watermarks_in_one_go() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("cl-a", 3, 1).unwrap();
+        cluster.create_topic("cl-b", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for (topic, p, n) in [("cl-a", 1, 3), ("cl-a", 2, 5), ("cl-b", 0, 2)] {
+            for _ in 0..n {
+                let r: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(p).payload("v");
+                producer.send(r).map_err(|(e, _)| e).unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let mut restorer = Restorer::new(&StreamsConfig::new("app", brokers), "i").unwrap();
+        let wanted: Vec<(String, i32)> = [("cl-a", 0), ("cl-a", 1), ("cl-a", 2), ("cl-b", 0)]
+            .iter()
+            .map(|(t, p)| (t.to_string(), *p))
+            .collect();
+        restorer.prefetch_watermarks(&wanted);
+        let expected: HashMap<(String, i32), (i64, i64)> = [
+            (("cl-a".to_string(), 0), (0, 0)),
+            (("cl-a".to_string(), 1), (0, 3)),
+            (("cl-a".to_string(), 2), (0, 5)),
+            (("cl-b".to_string(), 0), (0, 2)),
+        ]
+        .into();
+        assert_eq!(restorer.watermarks, expected);
+        // As a watermark request per partition answers.
+        for ((topic, p), w) in &expected {
+            let one = restorer
+                .consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(10));
+            assert_eq!(one.unwrap(), *w);
+        }
     }
 }
