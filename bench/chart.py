@@ -10,6 +10,7 @@ one. Needs matplotlib (`python3 -m pip install matplotlib`).
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def bars(results):
             if target is not None:
                 note += f" (target {target}×)"
         colour = "#7f7f7f" if ratio is None else "#1f77b4"
-        out.append((name, rate, note, colour))
+        # Each run's time, listed in the row's name, is for the table only.
+        label = re.sub(r"; runs [^)]*", "", name)
+        out.append((label, rate, note, colour))
     for peer in results.get("peer", []):
         g = peer["guarantee"]
         procs = peer.get("quix_processes", 1)
