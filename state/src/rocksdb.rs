@@ -443,12 +443,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(&dir.path().join("p0"));
         let mut b = WriteBatch::new();
-        b.put(b"z".to_vec(), b"1".to_vec());
-        b.put(b"gone".to_vec(), b"1".to_vec());
-        b.delete(b"gone".to_vec());
-        b.delete(b"back".to_vec());
-        b.put(b"back".to_vec(), b"2".to_vec());
-        b.put(b"a".to_vec(), b"3".to_vec());
+        b.put(b"z", b"1");
+        b.put(b"gone", b"1");
+        b.delete(b"gone");
+        b.delete(b"back");
+        b.put(b"back", b"2");
+        b.put(b"a", b"3");
         store.write(b).unwrap();
         assert_eq!(store.get(b"gone").unwrap(), None);
         assert_eq!(store.get(b"back").unwrap(), Some(b"2".to_vec()));

@@ -386,7 +386,7 @@ mod tests {
             let key: Vec<u8> = (0..len)
                 .map(|j| if j + 1 == len { fill } else { b'k' })
                 .collect();
-            batch.put(key, i.to_be_bytes().to_vec());
+            batch.put(key, i.to_be_bytes());
         }
         let mut expected = owned(&batch);
         expected.sort_by(|a, b| a.0.cmp(&b.0));

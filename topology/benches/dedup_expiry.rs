@@ -85,7 +85,7 @@ fn main() {
     let mut store = RocksDbStore::open("seen", &restored, RocksDbOptions::default())
         .expect("the store reopens");
     let mut mark = weir_state::WriteBatch::default();
-    mark.put(REBUILD_KEY.to_vec(), Vec::new());
+    mark.put(REBUILD_KEY, b"");
     store.write(mark).expect("the mark is written");
     drop(store);
     let mut d = driver(&topology(Some(RETENTION)), &work.path().join("plain"));

@@ -406,7 +406,7 @@ mod tests {
         let n = 5 * REBUILD_BUDGET + 500;
         let mut restored = MemoryStore::new("seen");
         let mut b = WriteBatch::default();
-        b.put(REBUILD_KEY.to_vec(), Vec::new());
+        b.put(REBUILD_KEY, b"");
         for i in 0..n {
             let seen = SeenEntry {
                 first_seen_ms: 1_000,
