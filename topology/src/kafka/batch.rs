@@ -177,11 +177,11 @@ fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
     use super::*;
+    use crate::kafka::testing::cluster_with;
 
     type Seen = (
         String,
@@ -194,14 +194,7 @@ mod tests {
 
     #[test]
     fn reads_every_record_with_its_coordinates_key_value_and_headers() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("a", 2, 1).unwrap();
-        cluster.create_topic("b", 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
+        let (_cluster, brokers, producer) = cluster_with(&[("a", 2), ("b", 1)]);
         let send =
             |topic: &str, p: i32, key: Option<&str>, value: Option<&str>, h: OwnedHeaders| {
                 let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(p).headers(h);

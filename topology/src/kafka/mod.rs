@@ -6,3 +6,5 @@ pub(crate) mod admin;
 pub mod batch;
 pub(crate) mod client;
 pub(crate) mod producer;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -724,17 +724,10 @@ mod tests {
 
     #[test]
     fn planning_reads_every_changelog_partitions_watermarks_in_one_go() {
-        use rdkafka::mocking::MockCluster;
-        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        use rdkafka::producer::{BaseRecord, Producer};
 
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("cl-a", 3, 1).unwrap();
-        cluster.create_topic("cl-b", 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
-        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
+        let (_cluster, brokers, producer) =
+            crate::kafka::testing::cluster_with(&[("cl-a", 3), ("cl-b", 1)]);
         for (topic, p, n) in [("cl-a", 1, 3), ("cl-a", 2, 5), ("cl-b", 0, 2)] {
             for _ in 0..n {
                 let r: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(p).payload("v");
