@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
-use weir_state::{ChangelogSink, StateError};
+use weir_state::{ChangelogSink, StateError, StoreTransaction};
 
 use crate::kafka::producer::{self, WeirProducer, KIND_CHANGELOG};
 use crate::record::Headers;
@@ -105,6 +105,54 @@ fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     write!(cursor, "{n}").expect("an i64 has at most 20 characters");
     let len = cursor.position() as usize;
     &buf[..len]
+}
+
+/// Step 5 of [`commit`]: every store transaction written to its store with
+/// its changelog end offset, on two threads. Store partitions are separate
+/// RocksDB instances that share no lock, and the writes (~0.3 µs an entry,
+/// ~150 ms for a 1 s at-least-once interval on the embedded broker) stop
+/// the stream thread.
+fn apply_state(
+    tasks: &mut BTreeMap<i32, Task>,
+    producer: &WeirProducer,
+) -> Result<(), TopologyError> {
+    let mut writes = Vec::new();
+    for task in tasks.values_mut() {
+        task.committed = task.next_offset.or(task.committed);
+        let partition = task.partition;
+        let id = task.core.id.as_str();
+        for (name, tx) in task.core.stores.iter_mut() {
+            if tx.pending_len() == 0 {
+                continue;
+            }
+            let end = task
+                .changelogs
+                .get(name)
+                .and_then(|topic| producer.context().changelog_end(topic, partition));
+            writes.push((tx, end, id));
+        }
+    }
+    let apply = |writes: &mut [(&mut StoreTransaction, Option<i64>, &str)]| {
+        writes.iter_mut().try_for_each(|(tx, end, task)| {
+            tx.commit(*end).map_err(|source| TopologyError::State {
+                task: task.to_string(),
+                source,
+            })
+        })
+    };
+    let half = writes.len() / 2;
+    let (mine, theirs) = writes.split_at_mut(half);
+    if theirs.is_empty() || mine.is_empty() {
+        return apply(&mut writes);
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(|| apply(theirs));
+        let here = apply(mine);
+        let there = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        here.and(there)
+    })
 }
 
 fn kafka(op: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> TopologyError + '_ {
@@ -272,23 +320,7 @@ pub(crate) fn commit(
         }
     }
     // 5. State, with the changelog offset it reached.
-    for task in tasks.values_mut() {
-        task.committed = task.next_offset.or(task.committed);
-        let partition = task.partition;
-        for (name, tx) in task.core.stores.iter_mut() {
-            if tx.pending_len() == 0 {
-                continue;
-            }
-            let end = task
-                .changelogs
-                .get(name)
-                .and_then(|topic| producer.context().changelog_end(topic, partition));
-            tx.commit(end).map_err(|source| TopologyError::State {
-                task: task.core.id.clone(),
-                source,
-            })?;
-        }
-    }
+    apply_state(tasks, producer)?;
     ::metrics::counter!(metrics::COMMITS).increment(1);
     ::metrics::histogram!(metrics::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
     Ok(true)
