@@ -6,7 +6,7 @@
 /// included (unprefixed `malloc`). Measured (state/benches/memory.rs): with
 /// glibc's allocator a dedup store's process grew from 47 MiB at 1,000,000
 /// keys to 82 MiB at 10,000,000 (1.73×), 25 MiB of it freed compaction
-/// memory the heap kept; with jemalloc and the settings below, 44 → 46 MiB.
+/// memory the heap kept; with jemalloc and the settings below, 48 → 49 MiB.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -21,8 +21,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `weir bench` run (at three: ~1.1 s); with two stream threads on two
 /// cores, at-least-once did 157–160k records/s at one second and
 /// 169–193k at three (alternating runs). Store RSS (state/benches/memory.rs):
-/// 35 → 43 MiB at 1 M → 10 M keys at one second, 44 → 46 MiB at three (at
-/// ten: 66 → 85 MiB). `MALLOC_CONF` in the environment overrides these.
+/// 35 → 43 MiB at 1 M → 10 M keys at one second, 44 → 46 and 48 → 49 MiB
+/// (two runs) at three, 66 → 85 MiB at ten. `MALLOC_CONF` in the
+/// environment overrides these.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[export_name = "malloc_conf"]
 static MALLOC_CONF: &[u8; 63] = b"background_thread:true,dirty_decay_ms:3000,muzzy_decay_ms:3000\0";
