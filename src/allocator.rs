@@ -18,7 +18,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Why three, not one: every purge is an `madvise` that flushes the TLBs of
 /// the other cores, and the pages come back as page faults when reused. At
 /// one second the purging thread took ~1.8 s of CPU per 1.21 M-record
-/// `weir bench` run (at three: ~1.1 s); with two stream threads on two
+/// `weir bench` run (at three: ~1.2 s); with two stream threads on two
 /// cores, at-least-once did 157–160k records/s at one second and
 /// 169–193k at three (alternating runs). Store RSS (state/benches/memory.rs):
 /// 35 → 43 MiB at 1 M → 10 M keys at one second, 44 → 46 and 48 → 49 MiB
