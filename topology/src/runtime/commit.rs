@@ -140,17 +140,26 @@ fn apply_state(
             })
         })
     };
-    let half = writes.len() / 2;
-    let (mine, theirs) = writes.split_at_mut(half);
-    if theirs.is_empty() || mine.is_empty() {
+    if writes.len() < 2 {
         return apply(&mut writes);
     }
+    let half = writes.len() / 2;
+    let (mine, theirs) = writes.split_at_mut(half);
+    // Taken by whichever thread writes it: the second thread, or this one
+    // if no thread could be started.
+    let theirs = std::sync::Mutex::new(Some(theirs));
+    let take = || theirs.lock().ok().and_then(|mut t| t.take());
     std::thread::scope(|s| {
-        let other = s.spawn(|| apply(theirs));
+        let other = std::thread::Builder::new()
+            .name("weir-commit-write".into())
+            .spawn_scoped(s, || take().map_or(Ok(()), apply));
         let here = apply(mine);
-        let there = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let there = match other {
+            Ok(other) => other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => take().map_or(Ok(()), apply),
+        };
         here.and(there)
     })
 }
@@ -192,7 +201,8 @@ pub(crate) struct CommitScope<'a> {
 ///    reports give each changelog partition's new end offset.
 /// 4. *Commit input offsets* (synchronously) for tasks that made progress.
 /// 5. *Apply state*: each store transaction is written to RocksDB together
-///    with its changelog end offset, in one atomic batch.
+///    with its changelog end offset, in one atomic batch (half of the store
+///    partitions on a second thread: see [`apply_state`]).
 ///
 /// Crash points: before 4, the input is reprocessed — duplicate outputs are
 /// possible (the at-least-once anomaly), and a changelog written in 2–3 only
