@@ -19,8 +19,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// the other cores, and the pages come back as page faults when reused. At
 /// one second the purging thread took ~1.8 s of CPU per 1.21 M-record
 /// `weir bench` run (at three: ~1.2 s); with two stream threads on two
-/// cores, at-least-once did 157–160k records/s at one second and
-/// 169–193k at three (alternating runs). Store RSS (state/benches/memory.rs):
+/// cores, at-least-once did 157–169k records/s at one second and
+/// 169–194k at three (alternating runs). Store RSS (state/benches/memory.rs):
 /// 35 → 43 MiB at 1 M → 10 M keys at one second, 44 → 46 and 48 → 49 MiB
 /// (two runs) at three, 66 → 85 MiB at ten. `MALLOC_CONF` in the
 /// environment overrides these.
