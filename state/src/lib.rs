@@ -12,7 +12,8 @@
 //!   and the topology test driver.
 //! - [`transaction`]: [`StoreTransaction`], the write overlay of one commit
 //!   interval: reads see pending writes, nothing reaches the store until the
-//!   runtime's commit protocol says so, and an abort simply drops it.
+//!   runtime's commit protocol says so, and an abort simply drops it;
+//!   [`FrozenWrites`] hold one interval's writes while a pipelined commit logs them.
 //! - [`changelog`]: [`ChangelogSink`], the one thing a transaction needs from the
 //!   outside world to log its writes (implemented over Kafka by `weir-topology`).
 //! - [`typed`]: serde (bincode) access at the edge: [`TypedStore`].
@@ -31,5 +32,5 @@ pub use error::StateError;
 pub use memory::MemoryStore;
 pub use rocksdb::{RocksDbOptions, RocksDbStore};
 pub use store::{KeyValueStore, WriteBatch};
-pub use transaction::StoreTransaction;
+pub use transaction::{FrozenWrites, StoreTransaction};
 pub use typed::TypedStore;
