@@ -11,7 +11,7 @@ use weir_state::{ChangelogSink, StateError, StoreTransaction};
 use crate::kafka::producer::{self, WeirProducer, KIND_CHANGELOG};
 use crate::record::Headers;
 use crate::runtime::context::StreamContext;
-use crate::runtime::sender::OutputSender;
+use crate::runtime::sender::{CommitReply, FrozenLog, OutputSender};
 use crate::runtime::task::Task;
 use crate::{metrics, Guarantee, TopologyError};
 
@@ -98,6 +98,32 @@ impl ChangelogSink for KafkaChangelog<'_> {
     }
 }
 
+/// Hands one store partition's changelog records to the producer: `log`
+/// is a store transaction's (or frozen writes') `log_changes`. Each record
+/// carries the input offset that caused it and the run's provenance.
+pub(crate) fn send_changelog(
+    producer: &WeirProducer,
+    topic: &str,
+    partition: i32,
+    provenance: &Provenance,
+    task: &str,
+    log: impl FnOnce(&mut dyn ChangelogSink) -> Result<(), StateError>,
+) -> Result<(), TopologyError> {
+    let mut sink = KafkaChangelog {
+        producer,
+        topic,
+        partition,
+        provenance,
+        failure: None,
+    };
+    log(&mut sink).map_err(|source| {
+        sink.failure.take().unwrap_or(TopologyError::State {
+            task: task.to_string(),
+            source,
+        })
+    })
+}
+
 /// `n` in decimal, written into `buf` (no allocation: one per changelog record).
 fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     use std::io::Write;
@@ -107,22 +133,28 @@ fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[..len]
 }
 
-/// Step 5 of [`commit`]: every store transaction written to its store with
-/// its changelog end offset, on two threads. Store partitions are separate
-/// RocksDB instances that share no lock, and the writes (~0.3 µs an entry,
-/// ~150 ms for a 1 s at-least-once interval on the embedded broker) stop
-/// the stream thread.
+/// Step 5 of [`commit`] (at-least-once: of [`finish`]): every store
+/// transaction's committed writes — its frozen ones when `frozen`, else its
+/// pending ones — written to its store with its changelog end offset, on
+/// two threads. Store partitions are separate RocksDB instances that share
+/// no lock, and the writes (~0.3 µs an entry, ~150 ms for a 1 s
+/// at-least-once interval on the embedded broker) stop the stream thread.
 fn apply_state(
     tasks: &mut BTreeMap<i32, Task>,
     producer: &WeirProducer,
+    frozen: bool,
 ) -> Result<(), TopologyError> {
     let mut writes = Vec::new();
     for task in tasks.values_mut() {
-        task.committed = task.next_offset.or(task.committed);
         let partition = task.partition;
         let id = task.core.id.as_str();
         for (name, tx) in task.core.stores.iter_mut() {
-            if tx.pending_len() == 0 {
+            let any = if frozen {
+                tx.has_frozen()
+            } else {
+                tx.pending_len() > 0
+            };
+            if !any {
                 continue;
             }
             let end = task
@@ -134,7 +166,12 @@ fn apply_state(
     }
     let apply = |writes: &mut [(&mut StoreTransaction, Option<i64>, &str)]| {
         writes.iter_mut().try_for_each(|(tx, end, task)| {
-            tx.commit(*end).map_err(|source| TopologyError::State {
+            let written = if frozen {
+                tx.commit_frozen(*end)
+            } else {
+                tx.commit(*end)
+            };
+            written.map_err(|source| TopologyError::State {
                 task: task.to_string(),
                 source,
             })
@@ -183,26 +220,54 @@ pub(crate) struct CommitScope<'a> {
     pub timeout: Duration,
 }
 
+/// What [`commit`] did.
+pub(crate) enum Outcome {
+    /// Nothing happened since the last commit.
+    Idle,
+    /// Committed (exactly-once: the whole protocol ran).
+    Committed,
+    /// At-least-once: steps 1–3 run on the output sender thread; call
+    /// [`finish`] with this once its answer came (or to wait for it).
+    Pending(InFlight),
+}
+
+/// An at-least-once commit whose outputs and changelog the output sender is
+/// delivering while the stream thread goes on processing.
+pub(crate) struct InFlight {
+    /// The input offsets to commit, per partition.
+    offsets: Vec<(i32, i64)>,
+    reply: CommitReply,
+    started: Instant,
+}
+
 /// Commits every task: makes outputs and state durable, then moves the
 /// group's offsets. A crash at any step loses nothing.
 ///
-/// **At-least-once**
+/// **At-least-once** (pipelined: the stream thread hands steps 1–3 to the
+/// output sender thread and processes the next interval meanwhile; its
+/// writes go to a new overlay, over the frozen one. The next commit, a
+/// revocation or a stop first waits for [`finish`])
+/// 0. *Freeze* each store transaction's writes ([`StoreTransaction::freeze`])
+///    and note each task's next input offset.
 /// 1. *Outputs.* Sink and dead-letter records were handed to the output
-///    sender as they were processed (no per-record wait). Drain it (every
-///    one is in the producer, or the commit stops here), then flush: all
-///    are delivered, or the commit stops here.
-/// 2. *Changelog.* Each task's store transaction sends one record per key
-///    written since the last commit to its changelog partition (same number
-///    as the input partition), tagged with the input offset that caused it.
-///    This comes *after* step 1's flush so the changelog never claims a key
-///    whose output was not delivered — otherwise a restore could mark an
-///    order "seen" whose confirmation was lost.
+///    sender as they were processed (no per-record wait). On the sender
+///    thread, behind all of them: report the first one the producer
+///    refused, then flush: all are delivered, or the commit stops here.
+/// 2. *Changelog.* The sender sends one record per key frozen in 0 to the
+///    store's changelog partition (same number as the input partition),
+///    tagged with the input offset that caused it. This comes *after* step
+///    1's flush so the changelog never claims a key whose output was not
+///    delivered — otherwise a restore could mark an order "seen" whose
+///    confirmation was lost.
 /// 3. *Flush* again: every changelog record is delivered; the delivery
 ///    reports give each changelog partition's new end offset.
-/// 4. *Commit input offsets* (synchronously) for tasks that made progress.
-/// 5. *Apply state*: each store transaction is written to RocksDB together
-///    with its changelog end offset, in one atomic batch (half of the store
-///    partitions on a second thread: see [`apply_state`]).
+/// 4. ([`finish`], on the stream thread, when the sender answered) *Commit
+///    input offsets* (synchronously) for tasks that made progress.
+/// 5. *Apply state*: each store's frozen writes are written to RocksDB
+///    together with its changelog end offset, in one atomic batch (half of
+///    the store partitions on a second thread: see [`apply_state`]). No
+///    changelog record of the next interval exists yet: its changelog is
+///    sent by the next commit, which starts after this one finished.
 ///
 /// Crash points: before 4, the input is reprocessed — duplicate outputs are
 /// possible (the at-least-once anomaly), and a changelog written in 2–3 only
@@ -213,7 +278,7 @@ pub(crate) struct CommitScope<'a> {
 /// replayed.
 ///
 /// **Exactly-once** (one transaction per interval, begun by the first
-/// record sent in it)
+/// record sent in it; all on the stream thread)
 /// 1. *Outputs* are in the open transaction once the output sender is
 ///    drained.
 /// 2. *Changelog* records are sent into the same transaction.
@@ -221,20 +286,19 @@ pub(crate) struct CommitScope<'a> {
 ///    consumer's group metadata).
 /// 4. *Commit the transaction*: outputs, changelog and offsets become
 ///    visible to `read_committed` readers together, or not at all.
-/// 5. *Apply state* as above. A crash before 4 leaves an unfinished
-///    transaction that the broker aborts (at once when the restarted
-///    instance's `init_transactions` fences it); the store never saw its
-///    writes, so restore replays only committed changelog records, from
-///    the offset of the store's last flush.
+/// 5. *Apply state* as above (the pending writes). A crash before 4 leaves
+///    an unfinished transaction that the broker aborts (at once when the
+///    restarted instance's `init_transactions` fences it); the store never
+///    saw its writes, so restore replays only committed changelog records,
+///    from the offset of the store's last flush.
 ///
-/// Returns whether anything was committed (`false`: nothing happened since
-/// the last commit). On error the caller aborts (the transaction, the store
-/// overlays) and rewinds the input to the last committed offsets.
+/// On error the caller aborts (the transaction, the store overlays, the
+/// commit in flight) and rewinds the input to the last committed offsets.
 pub(crate) fn commit(
     tasks: &mut BTreeMap<i32, Task>,
     scope: &CommitScope<'_>,
     txn_open: &mut bool,
-) -> Result<bool, TopologyError> {
+) -> Result<Outcome, TopologyError> {
     let CommitScope {
         producer,
         sender,
@@ -245,35 +309,52 @@ pub(crate) fn commit(
         timeout,
     } = *scope;
     let started = Instant::now();
-    // 1. (both guarantees) Every output handed over is in the producer.
-    sender.drain()?;
-    let exactly_once = guarantee == Guarantee::ExactlyOnce;
-    let mut tpl = TopicPartitionList::new();
+    let mut offsets = Vec::new();
     for task in tasks.values() {
         if let Some(next) = task.next_offset.filter(|n| Some(*n) != task.committed) {
-            tpl.add_partition_offset(source_topic, task.partition, Offset::Offset(next))
-                .map_err(kafka("build commit list"))?;
+            offsets.push((task.partition, next));
         }
     }
     let pending = tasks
         .values()
         .any(|t| t.core.stores.values().any(|s| s.pending_len() > 0));
-    if tpl.count() == 0 && !pending && !*txn_open {
-        return Ok(false); // nothing happened since the last commit
+    if offsets.is_empty() && !pending && !*txn_open {
+        return Ok(Outcome::Idle); // nothing happened since the last commit
     }
-    if exactly_once && !*txn_open {
+    if guarantee == Guarantee::AtLeastOnce {
+        // 0. Freeze. 1–3 on the sender thread.
+        let mut logs = Vec::new();
+        for task in tasks.values_mut() {
+            for (store, tx) in task.core.stores.iter_mut() {
+                let (Some(writes), Some(topic)) = (tx.freeze(), task.changelogs.get(store)) else {
+                    continue; // nothing written, or an unlogged store
+                };
+                logs.push(FrozenLog {
+                    task: task.core.id.clone(),
+                    topic: topic.clone(),
+                    partition: task.partition,
+                    writes,
+                });
+            }
+        }
+        let reply = sender.commit(logs, provenance, timeout)?;
+        return Ok(Outcome::Pending(InFlight {
+            offsets,
+            reply,
+            started,
+        }));
+    }
+    let tpl = offset_list(source_topic, &offsets)?;
+    if !*txn_open {
         producer
             .begin_transaction()
             .map_err(kafka("begin transaction"))?;
         *txn_open = true;
     }
-    // 1. Outputs.
-    if !exactly_once {
-        producer::flush(producer, timeout)?;
-    }
+    // 1. Outputs: every one handed over is in the producer.
+    sender.drain()?;
     // 2. Changelog.
-    for task in tasks.values_mut() {
-        let partition = task.partition;
+    for task in tasks.values() {
         for (store, topic) in &task.changelogs {
             let Some(tx) = task.core.stores.get(store) else {
                 continue;
@@ -281,57 +362,102 @@ pub(crate) fn commit(
             if tx.pending_len() == 0 {
                 continue;
             }
-            let mut sink = KafkaChangelog {
+            send_changelog(
                 producer,
                 topic,
-                partition,
+                task.partition,
                 provenance,
-                failure: None,
-            };
-            if let Err(source) = tx.log_changes(&mut sink) {
-                return Err(sink.failure.take().unwrap_or(TopologyError::State {
-                    task: task.core.id.clone(),
-                    source,
-                }));
-            }
+                &task.core.id,
+                |sink| tx.log_changes(sink),
+            )?;
         }
     }
-    if exactly_once {
-        // 3. Offsets into the transaction. 4. Commit it.
-        if tpl.count() > 0 {
-            let cgm = consumer.group_metadata().ok_or_else(|| {
-                TopologyError::Commit("the consumer has no group metadata".into())
-            })?;
-            producer
-                .send_offsets_to_transaction(&tpl, &cgm, timeout)
-                .map_err(kafka("send offsets to transaction"))?;
-        }
-        // Our flush first: rust-rdkafka's commit_transaction flushes with
-        // `Producer::flush`, which costs ≥ 100 ms with a threaded producer
-        // (see `producer::flush`) — half of a 100 ms commit interval.
-        producer::flush(producer, timeout)?;
+    // 3. Offsets into the transaction.
+    if tpl.count() > 0 {
+        let cgm = consumer
+            .group_metadata()
+            .ok_or_else(|| TopologyError::Commit("the consumer has no group metadata".into()))?;
         producer
-            .commit_transaction(timeout)
-            .map_err(kafka("commit transaction"))?;
-        *txn_open = false;
-        if let Some(e) = producer.context().take_error() {
-            // Cannot happen after a successful commit; refuse to go on if it does.
-            return Err(TopologyError::Commit(e));
-        }
-        ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "committed")
-            .increment(1);
+            .send_offsets_to_transaction(&tpl, &cgm, timeout)
+            .map_err(kafka("send offsets to transaction"))?;
+    }
+    // 4. Commit the transaction. Our flush first: rust-rdkafka's
+    // commit_transaction flushes with `Producer::flush`, which costs
+    // ≥ 100 ms with a threaded producer (see `producer::flush`) — half of
+    // a 100 ms commit interval.
+    producer::flush(producer, timeout)?;
+    producer
+        .commit_transaction(timeout)
+        .map_err(kafka("commit transaction"))?;
+    *txn_open = false;
+    if let Some(e) = producer.context().take_error() {
+        // Cannot happen after a successful commit; refuse to go on if it does.
+        return Err(TopologyError::Commit(e));
+    }
+    ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "committed").increment(1);
+    // 5. State, with the changelog offset it reached.
+    apply_state(tasks, producer, false)?;
+    for task in tasks.values_mut() {
+        task.committed = task.next_offset.or(task.committed);
+    }
+    count_commit(started);
+    Ok(Outcome::Committed)
+}
+
+/// Steps 4 and 5 of an at-least-once [`commit`], once the output sender
+/// delivered the interval's outputs and changelog: waits for its answer
+/// when `wait`, else returns `Ok(Some(in_flight))` while there is none yet.
+pub(crate) fn finish(
+    in_flight: InFlight,
+    tasks: &mut BTreeMap<i32, Task>,
+    scope: &CommitScope<'_>,
+    wait: bool,
+) -> Result<Option<InFlight>, TopologyError> {
+    use std::sync::mpsc::TryRecvError;
+    let answer = if wait {
+        in_flight.reply.recv().map_err(|_| gone())
     } else {
-        // 3. Flush the changelog. 4. Commit input offsets.
-        producer::flush(producer, timeout)?;
-        if tpl.count() > 0 {
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(kafka("commit offsets"))?;
+        match in_flight.reply.try_recv() {
+            Ok(answer) => Ok(answer),
+            Err(TryRecvError::Empty) => return Ok(Some(in_flight)),
+            Err(TryRecvError::Disconnected) => Err(gone()),
         }
+    };
+    answer??;
+    // 4. Commit input offsets.
+    if !in_flight.offsets.is_empty() {
+        let tpl = offset_list(scope.source_topic, &in_flight.offsets)?;
+        scope
+            .consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(kafka("commit offsets"))?;
     }
     // 5. State, with the changelog offset it reached.
-    apply_state(tasks, producer)?;
+    apply_state(tasks, scope.producer, true)?;
+    for (p, next) in &in_flight.offsets {
+        if let Some(task) = tasks.get_mut(p) {
+            task.committed = Some(*next);
+        }
+    }
+    count_commit(in_flight.started);
+    Ok(None)
+}
+
+/// The output sender thread ended (it panicked): no answer will come.
+fn gone() -> TopologyError {
+    TopologyError::Panicked("its output sender thread stopped during a commit".into())
+}
+
+fn offset_list(topic: &str, offsets: &[(i32, i64)]) -> Result<TopicPartitionList, TopologyError> {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (p, next) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*next))
+            .map_err(kafka("build commit list"))?;
+    }
+    Ok(tpl)
+}
+
+fn count_commit(started: Instant) {
     ::metrics::counter!(metrics::COMMITS).increment(1);
     ::metrics::histogram!(metrics::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
-    Ok(true)
 }

@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::producer::WeirProducer;
 use crate::record::{Headers, SourceCoordinates, SourceRecord};
-use crate::runtime::commit::{commit, CommitScope, Provenance};
+use crate::runtime::commit::{commit, finish, CommitScope, InFlight, Outcome, Provenance};
 use crate::runtime::context::StreamContext;
 use crate::runtime::restore::Restorer;
 use crate::runtime::sender::OutputSender;
@@ -47,6 +47,9 @@ pub(crate) struct TaskManager {
     failed_commits: u32,
     /// Records processed since the last commit (reported when it commits).
     uncommitted_records: u64,
+    /// An at-least-once commit the output sender is completing, and the
+    /// records it commits.
+    in_flight: Option<(InFlight, u64)>,
 }
 
 impl TaskManager {
@@ -81,6 +84,7 @@ impl TaskManager {
             provenance: Provenance::new(run_id),
             failed_commits: 0,
             uncommitted_records: 0,
+            in_flight: None,
         })
     }
 
@@ -115,7 +119,10 @@ impl TaskManager {
             ?partitions,
             "partitions revoked: committing and closing tasks"
         );
-        if let Err(e) = self.send_outputs().and_then(|_| self.commit_all(consumer)) {
+        if let Err(e) = self
+            .send_outputs()
+            .and_then(|_| self.commit_all(consumer, true))
+        {
             tracing::warn!(error = %e, "commit on revocation failed: the next owner reprocesses from the last committed offsets");
             self.abort_interval();
         }
@@ -322,11 +329,9 @@ impl TaskManager {
         self.sender.send(records, &self.provenance)
     }
 
-    fn commit_all(
-        &mut self,
-        consumer: &BaseConsumer<StreamContext>,
-    ) -> Result<bool, TopologyError> {
-        let scope = CommitScope {
+    /// What the commit protocol works with, besides the tasks.
+    fn scope<'a>(&'a self, consumer: &'a BaseConsumer<StreamContext>) -> CommitScope<'a> {
+        CommitScope {
             producer: &self.producer,
             sender: &self.sender,
             consumer,
@@ -334,13 +339,36 @@ impl TaskManager {
             guarantee: self.cfg.guarantee,
             provenance: &self.provenance,
             timeout: self.cfg.request_timeout,
-        };
-        let committed = commit(&mut self.tasks, &scope, &mut self.txn_open)?;
-        self.status
-            .add_committed(std::mem::take(&mut self.uncommitted_records));
+        }
+    }
+
+    /// Starts a commit once the one in flight (if any) finished; with
+    /// `wait`, also finishes it. Returns whether anything was committed.
+    fn commit_all(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        wait: bool,
+    ) -> Result<bool, TopologyError> {
+        self.finish_commit(consumer, true)?;
+        // Taken out for the call: the scope borrows the rest of `self`.
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let mut txn_open = self.txn_open;
+        let outcome = commit(&mut tasks, &self.scope(consumer), &mut txn_open);
+        self.tasks = tasks;
+        self.txn_open = txn_open;
+        let outcome = outcome?;
+        let records = std::mem::take(&mut self.uncommitted_records);
+        let started = !matches!(outcome, Outcome::Idle);
+        match outcome {
+            Outcome::Pending(in_flight) => self.in_flight = Some((in_flight, records)),
+            Outcome::Committed => self.commit_succeeded(records),
+            Outcome::Idle => self.status.add_committed(records),
+        }
+        // The next interval's records carry the next sequence number.
         self.provenance.advance();
-        // Periodic work (state expiry) right after a commit, when the store
-        // overlays are empty; its writes go out with the next commit.
+        // Periodic work (state expiry) right after a commit started, when
+        // the store overlays are empty (the frozen writes are readable);
+        // its writes go out with the next commit.
         let now = now_ms();
         for (p, t) in self.tasks.iter_mut() {
             if t.state == TaskState::Running {
@@ -348,7 +376,49 @@ impl TaskManager {
                 t.core.punctuate(now, *p, offset)?;
             }
         }
-        Ok(committed)
+        if wait {
+            self.finish_commit(consumer, true)?;
+        }
+        Ok(started)
+    }
+
+    /// Finishes the commit in flight once the output sender delivered its
+    /// outputs and changelog (with `wait`: waits for that). Returns whether
+    /// one finished.
+    fn finish_commit(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        wait: bool,
+    ) -> Result<bool, TopologyError> {
+        let Some((in_flight, records)) = self.in_flight.take() else {
+            return Ok(false);
+        };
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let finished = finish(in_flight, &mut tasks, &self.scope(consumer), wait);
+        self.tasks = tasks;
+        match finished? {
+            Some(still) => {
+                self.in_flight = Some((still, records));
+                Ok(false)
+            }
+            None => {
+                self.commit_succeeded(records);
+                Ok(true)
+            }
+        }
+    }
+
+    /// A commit went through: its records count as committed, and a run of
+    /// failures ends (an empty commit proves nothing: after a rewind there
+    /// is no progress yet, so the backoff keeps growing while the same work
+    /// keeps failing).
+    fn commit_succeeded(&mut self, records: u64) {
+        self.status.add_committed(records);
+        if self.failed_commits > 0 {
+            tracing::info!(after = self.failed_commits, "commit succeeded again");
+            self.failed_commits = 0;
+            self.status.set_failed_commits(0);
+        }
     }
 
     /// Drops the interval's uncommitted work: the open transaction, store
@@ -356,6 +426,9 @@ impl TaskManager {
     fn abort_interval(&mut self) {
         // Processed again after the rewind, and counted then.
         self.uncommitted_records = 0;
+        // Its outputs and changelog may be delivered, its offsets are not
+        // committed: it is repeated after the rewind, as the interval is.
+        self.in_flight = None;
         // Nothing of this interval may reach the producer after the abort.
         self.sender.discard();
         if self.txn_open {
@@ -383,16 +456,23 @@ impl TaskManager {
 
     /// Runs the commit protocol; a failure goes to [`Self::recover`].
     pub fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<(), TopologyError> {
-        match self.send_outputs().and_then(|_| self.commit_all(consumer)) {
-            // An empty commit proves nothing (after a rewind there is no
-            // progress yet): only a real one ends a run of failures, so the
-            // backoff keeps growing while the same work keeps failing.
-            Ok(true) if self.failed_commits > 0 => {
-                tracing::info!(after = self.failed_commits, "commit succeeded again");
-                self.failed_commits = 0;
-                self.status.set_failed_commits(0);
-                Ok(())
-            }
+        match self
+            .send_outputs()
+            .and_then(|_| self.commit_all(consumer, false))
+        {
+            Ok(_) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// Finishes the commit in flight if the output sender is done with it
+    /// (called every turn of the loop, so state is applied soon); a failure
+    /// goes to [`Self::recover`].
+    pub fn poll_commit(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+    ) -> Result<(), TopologyError> {
+        match self.finish_commit(consumer, false) {
             Ok(_) => Ok(()),
             Err(e) => self.recover(consumer, e),
         }
@@ -509,7 +589,7 @@ impl TaskManager {
     ) -> Result<(), TopologyError> {
         let result = if clean {
             self.send_outputs()
-                .and_then(|_| self.commit_all(consumer))
+                .and_then(|_| self.commit_all(consumer, true))
                 .map(|_| ())
         } else {
             Ok(())

@@ -2,7 +2,8 @@
 //!
 //! Each turn: poll a batch (rebalances happen inside poll), process it,
 //! hand its outputs to the output sender thread (which feeds the producer),
-//! restore a slice, commit when the interval is due, refresh gauges.
+//! finish a commit the sender completed, restore a slice, commit when the
+//! interval is due, refresh gauges.
 //! Nothing in the loop waits per record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +143,7 @@ fn run_loop(
             process_latency.record(started.elapsed().as_secs_f64() / n as f64);
         }
         m.send_outputs_or_recover(consumer)?;
+        m.poll_commit(consumer)?;
         m.start_new_tasks(consumer)?;
         m.restore_step(consumer, RESTORE_SLICE)?;
         if last_commit.elapsed() >= cfg.commit_interval {
