@@ -72,6 +72,25 @@ fn log_changes(writes: &Writes, sink: &mut dyn ChangelogSink) -> Result<(), Stat
     Ok(())
 }
 
+/// One atomic batch of `writes` (in order: a later write of a key wins)
+/// and, when given, the changelog offset they reach.
+fn batch_of<'a>(
+    writes: impl Iterator<Item = (&'a Vec<u8>, &'a Pending)>,
+    changelog_offset: Option<i64>,
+) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for (key, p) in writes {
+        match &p.value {
+            Some(v) => batch.put(key, v),
+            None => batch.delete(key),
+        }
+    }
+    if let Some(offset) = changelog_offset {
+        batch.set_changelog_offset(offset);
+    }
+    batch
+}
+
 /// A store partition plus the writes of the current, uncommitted interval
 /// (and of the previous one while its commit is under way).
 pub struct StoreTransaction {
@@ -178,23 +197,10 @@ impl StoreTransaction {
     /// batch, then starts a new interval. Frozen writes, if any, are applied
     /// first, in the same batch: they are older.
     pub fn commit(&mut self, changelog_offset: Option<i64>) -> Result<(), StateError> {
-        let mut batch = WriteBatch::new();
         let frozen = self.frozen.take();
-        for (key, p) in frozen.iter().flat_map(|f| f.0.iter()) {
-            match &p.value {
-                Some(v) => batch.put(key, v),
-                None => batch.delete(key),
-            }
-        }
-        for (key, p) in self.pending.drain() {
-            match p.value {
-                Some(v) => batch.put(key, v),
-                None => batch.delete(key),
-            }
-        }
-        if let Some(offset) = changelog_offset {
-            batch.set_changelog_offset(offset);
-        }
+        let older = frozen.iter().flat_map(|f| f.0.iter());
+        let batch = batch_of(older.chain(self.pending.iter()), changelog_offset);
+        self.pending.clear();
         self.store.write(batch)
     }
 
@@ -230,17 +236,8 @@ impl StoreTransaction {
         let Some(frozen) = self.frozen.take() else {
             return Ok(());
         };
-        let mut batch = WriteBatch::new();
-        for (key, p) in frozen.0.iter() {
-            match &p.value {
-                Some(v) => batch.put(key, v),
-                None => batch.delete(key),
-            }
-        }
-        if let Some(offset) = changelog_offset {
-            batch.set_changelog_offset(offset);
-        }
-        self.store.write(batch)
+        self.store
+            .write(batch_of(frozen.0.iter(), changelog_offset))
     }
 
     /// Drops every uncommitted write: this interval's and the frozen ones.
