@@ -146,7 +146,7 @@ impl OutputSender {
     /// producer: report a record the producer refused, flush (the outputs
     /// are delivered), send `logs`' changelog records stamped with
     /// `provenance`, flush again. The answer comes on the returned channel;
-    /// after [`Self::discard`] none is sent.
+    /// after [`Self::discard`] it is an "aborted" error and nothing is sent.
     pub fn commit(
         &self,
         logs: Vec<FrozenLog>,
