@@ -86,6 +86,17 @@ impl ProducerContext for DeliveryTracker {
                     }
                 }
             }
+            // Records purged by an aborted transaction belong to an
+            // interval that is reprocessed: not a failed delivery (counted
+            // as one, the next commit's flush failed too, and aborted
+            // again). Only `abort_transaction` purges while Weir runs (no
+            // purge without transactions, until the producer is dropped).
+            Err((
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
+                ),
+                _,
+            )) => {}
             Err((e, m)) => {
                 if st.first_error.is_none() {
                     st.first_error = Some(format!(

@@ -11,7 +11,7 @@ use weir_state::{ChangelogSink, StateError, StoreTransaction};
 use crate::kafka::producer::{self, WeirProducer, KIND_CHANGELOG};
 use crate::record::Headers;
 use crate::runtime::context::StreamContext;
-use crate::runtime::sender::{CommitReply, FrozenLog, OutputSender};
+use crate::runtime::sender::{CommitReply, FrozenLog, OutputSender, TxnOffsets};
 use crate::runtime::task::Task;
 use crate::{metrics, Guarantee, TopologyError};
 
@@ -133,28 +133,21 @@ fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[..len]
 }
 
-/// Step 5 of [`commit`] (at-least-once: of [`finish`]): every store
-/// transaction's committed writes — its frozen ones when `frozen`, else its
-/// pending ones — written to its store with its changelog end offset, on
-/// two threads. Store partitions are separate RocksDB instances that share
-/// no lock, and the writes (~0.3 µs an entry, ~150 ms for a 1 s
-/// at-least-once interval on the embedded broker) stop the stream thread.
+/// Step 5 of a commit ([`finish`]): every store transaction's frozen
+/// writes written to its store with its changelog end offset, on two
+/// threads. Store partitions are separate RocksDB instances that share no
+/// lock, and the writes (~0.3 µs an entry, ~150 ms for a 1 s at-least-once
+/// interval on the embedded broker) stop the stream thread.
 fn apply_state(
     tasks: &mut BTreeMap<i32, Task>,
     producer: &WeirProducer,
-    frozen: bool,
 ) -> Result<(), TopologyError> {
     let mut writes = Vec::new();
     for task in tasks.values_mut() {
         let partition = task.partition;
         let id = task.core.id.as_str();
         for (name, tx) in task.core.stores.iter_mut() {
-            let any = if frozen {
-                tx.has_frozen()
-            } else {
-                tx.pending_len() > 0
-            };
-            if !any {
+            if !tx.has_frozen() {
                 continue;
             }
             let end = task
@@ -166,15 +159,11 @@ fn apply_state(
     }
     let apply = |writes: &mut [(&mut StoreTransaction, Option<i64>, &str)]| {
         writes.iter_mut().try_for_each(|(tx, end, task)| {
-            let written = if frozen {
-                tx.commit_frozen(*end)
-            } else {
-                tx.commit(*end)
-            };
-            written.map_err(|source| TopologyError::State {
-                task: task.to_string(),
-                source,
-            })
+            tx.commit_frozen(*end)
+                .map_err(|source| TopologyError::State {
+                    task: task.to_string(),
+                    source,
+                })
         })
     };
     if writes.len() < 2 {
@@ -201,7 +190,7 @@ fn apply_state(
     })
 }
 
-fn kafka(op: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> TopologyError + '_ {
+pub(crate) fn kafka(op: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> TopologyError + '_ {
     move |source| TopologyError::Kafka {
         op: op.to_string(),
         source,
@@ -224,15 +213,13 @@ pub(crate) struct CommitScope<'a> {
 pub(crate) enum Outcome {
     /// Nothing happened since the last commit.
     Idle,
-    /// Committed (exactly-once: the whole protocol ran).
-    Committed,
-    /// At-least-once: steps 1–3 run on the output sender thread; call
-    /// [`finish`] with this once its answer came (or to wait for it).
+    /// Steps 1–3 run on the output sender thread; call [`finish`] with
+    /// this once its answer came (or to wait for it).
     Pending(InFlight),
 }
 
-/// An at-least-once commit whose outputs and changelog the output sender is
-/// delivering while the stream thread goes on processing.
+/// A commit whose outputs and changelog (exactly-once: transaction) the
+/// output sender is completing while the stream thread goes on processing.
 pub(crate) struct InFlight {
     /// The input offsets to commit, per partition.
     offsets: Vec<(i32, i64)>,
@@ -243,10 +230,13 @@ pub(crate) struct InFlight {
 /// Commits every task: makes outputs and state durable, then moves the
 /// group's offsets. A crash at any step loses nothing.
 ///
-/// **At-least-once** (pipelined: the stream thread hands steps 1–3 to the
+/// Both guarantees are pipelined: the stream thread hands steps 1–3 to the
 /// output sender thread and processes the next interval meanwhile; its
 /// writes go to a new overlay, over the frozen one. The next commit, a
-/// revocation or a stop first waits for [`finish`])
+/// revocation or a stop first waits for [`finish`], so one commit at most
+/// is in flight.
+///
+/// **At-least-once**
 /// 0. *Freeze* each store transaction's writes ([`StoreTransaction::freeze`])
 ///    and note each task's next input offset.
 /// 1. *Outputs.* Sink and dead-letter records were handed to the output
@@ -277,30 +267,37 @@ pub(crate) struct InFlight {
 /// offset stored with the flushed data. A clean stop flushes: nothing is
 /// replayed.
 ///
-/// **Exactly-once** (one transaction per interval, begun by the first
-/// record sent in it; all on the stream thread)
-/// 1. *Outputs* are in the open transaction once the output sender is
-///    drained.
-/// 2. *Changelog* records are sent into the same transaction.
-/// 3. *Input offsets* are added to it (`send_offsets_to_transaction` with the
-///    consumer's group metadata).
-/// 4. *Commit the transaction*: outputs, changelog and offsets become
-///    visible to `read_committed` readers together, or not at all.
-/// 5. *Apply state* as above (the pending writes). A crash before 4 leaves
-///    an unfinished transaction that the broker aborts (at once when the
+/// **Exactly-once** (one transaction per interval, owned by the sender
+/// thread: begun by the interval's first record, or by step 2)
+/// 0. *Freeze* as above; note the input offsets and the consumer's group
+///    metadata.
+/// 1. *Outputs* are in the open transaction: the sender handed them over,
+///    in queue order, before it reaches this commit.
+/// 2. *Changelog* records of the frozen writes are sent into the same
+///    transaction.
+/// 3. *Input offsets* are added to it (`send_offsets_to_transaction` with
+///    the group metadata), and the sender *commits the transaction*:
+///    outputs, changelog and offsets become visible to `read_committed`
+///    readers together, or not at all. The next interval's records, queued
+///    behind, begin the next transaction.
+/// 4. ([`finish`]) Nothing: the offsets were committed in 3.
+/// 5. *Apply state* as above. A crash before 3's commit leaves an
+///    unfinished transaction that the broker aborts (at once when the
 ///    restarted instance's `init_transactions` fences it); the store never
 ///    saw its writes, so restore replays only committed changelog records,
 ///    from the offset of the store's last flush.
 ///
-/// On error the caller aborts (the transaction, the store overlays, the
-/// commit in flight) and rewinds the input to the last committed offsets.
+/// On error the caller aborts (the commit in flight, the open transaction —
+/// on the sender thread, after the records queued behind the failed commit
+/// were dropped — and the store overlays) and rewinds the input to the last
+/// committed offsets.
 pub(crate) fn commit(
     tasks: &mut BTreeMap<i32, Task>,
     scope: &CommitScope<'_>,
     txn_open: &mut bool,
 ) -> Result<Outcome, TopologyError> {
     let CommitScope {
-        producer,
+        producer: _,
         sender,
         consumer,
         source_topic,
@@ -321,91 +318,44 @@ pub(crate) fn commit(
     if offsets.is_empty() && !pending && !*txn_open {
         return Ok(Outcome::Idle); // nothing happened since the last commit
     }
-    if guarantee == Guarantee::AtLeastOnce {
-        // 0. Freeze. 1–3 on the sender thread.
-        let mut logs = Vec::new();
-        for task in tasks.values_mut() {
-            for (store, tx) in task.core.stores.iter_mut() {
-                let (Some(writes), Some(topic)) = (tx.freeze(), task.changelogs.get(store)) else {
-                    continue; // nothing written, or an unlogged store
-                };
-                logs.push(FrozenLog {
-                    task: task.core.id.clone(),
-                    topic: topic.clone(),
-                    partition: task.partition,
-                    writes,
-                });
-            }
-        }
-        let reply = sender.commit(logs, provenance, timeout)?;
-        return Ok(Outcome::Pending(InFlight {
-            offsets,
-            reply,
-            started,
-        }));
-    }
-    let tpl = offset_list(source_topic, &offsets)?;
-    if !*txn_open {
-        producer
-            .begin_transaction()
-            .map_err(kafka("begin transaction"))?;
-        *txn_open = true;
-    }
-    // 1. Outputs: every one handed over is in the producer.
-    sender.drain()?;
-    // 2. Changelog.
-    for task in tasks.values() {
-        for (store, topic) in &task.changelogs {
-            let Some(tx) = task.core.stores.get(store) else {
-                continue;
-            };
-            if tx.pending_len() == 0 {
-                continue;
-            }
-            send_changelog(
-                producer,
-                topic,
-                task.partition,
-                provenance,
-                &task.core.id,
-                |sink| tx.log_changes(sink),
-            )?;
-        }
-    }
-    // 3. Offsets into the transaction.
-    if tpl.count() > 0 {
-        let cgm = consumer
-            .group_metadata()
-            .ok_or_else(|| TopologyError::Commit("the consumer has no group metadata".into()))?;
-        producer
-            .send_offsets_to_transaction(&tpl, &cgm, timeout)
-            .map_err(kafka("send offsets to transaction"))?;
-    }
-    // 4. Commit the transaction. Our flush first: rust-rdkafka's
-    // commit_transaction flushes with `Producer::flush`, which costs
-    // ≥ 100 ms with a threaded producer (see `producer::flush`) — half of
-    // a 100 ms commit interval.
-    producer::flush(producer, timeout)?;
-    producer
-        .commit_transaction(timeout)
-        .map_err(kafka("commit transaction"))?;
-    *txn_open = false;
-    if let Some(e) = producer.context().take_error() {
-        // Cannot happen after a successful commit; refuse to go on if it does.
-        return Err(TopologyError::Commit(e));
-    }
-    ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "committed").increment(1);
-    // 5. State, with the changelog offset it reached.
-    apply_state(tasks, producer, false)?;
+    // 0. Freeze. 1–3 on the sender thread.
+    let mut logs = Vec::new();
     for task in tasks.values_mut() {
-        task.committed = task.next_offset.or(task.committed);
+        for (store, tx) in task.core.stores.iter_mut() {
+            let (Some(writes), Some(topic)) = (tx.freeze(), task.changelogs.get(store)) else {
+                continue; // nothing written, or an unlogged store
+            };
+            logs.push(FrozenLog {
+                task: task.core.id.clone(),
+                topic: topic.clone(),
+                partition: task.partition,
+                writes,
+            });
+        }
     }
-    count_commit(started);
-    Ok(Outcome::Committed)
+    let txn = match guarantee {
+        Guarantee::AtLeastOnce => None,
+        Guarantee::ExactlyOnce => Some(TxnOffsets {
+            offsets: offset_list(source_topic, &offsets)?,
+            group: consumer.group_metadata().ok_or_else(|| {
+                TopologyError::Commit("the consumer has no group metadata".into())
+            })?,
+        }),
+    };
+    let reply = sender.commit(logs, txn, provenance, timeout)?;
+    // The sender commits or (on failure, told by the stream thread) aborts
+    // the interval's transaction; the next records begin the next one.
+    *txn_open = false;
+    Ok(Outcome::Pending(InFlight {
+        offsets,
+        reply,
+        started,
+    }))
 }
 
-/// Steps 4 and 5 of an at-least-once [`commit`], once the output sender
-/// delivered the interval's outputs and changelog: waits for its answer
+/// Steps 4 and 5 of a [`commit`], once the output sender delivered the
+/// interval's outputs and changelog (exactly-once: committed its
+/// transaction): waits for its answer
 /// when `wait`, else returns `Ok(Some(in_flight))` while there is none yet.
 pub(crate) fn finish(
     in_flight: InFlight,
@@ -424,8 +374,8 @@ pub(crate) fn finish(
         }
     };
     answer??;
-    // 4. Commit input offsets.
-    if !in_flight.offsets.is_empty() {
+    // 4. Commit input offsets (exactly-once: they were in the transaction).
+    if scope.guarantee == Guarantee::AtLeastOnce && !in_flight.offsets.is_empty() {
         let tpl = offset_list(scope.source_topic, &in_flight.offsets)?;
         scope
             .consumer
@@ -433,7 +383,7 @@ pub(crate) fn finish(
             .map_err(kafka("commit offsets"))?;
     }
     // 5. State, with the changelog offset it reached.
-    apply_state(tasks, scope.producer, true)?;
+    apply_state(tasks, scope.producer)?;
     for (p, next) in &in_flight.offsets {
         if let Some(task) = tasks.get_mut(p) {
             task.committed = Some(*next);

@@ -39,7 +39,8 @@ pub(crate) struct TaskManager {
     /// across one (eager rebalancing resets positions to committed offsets).
     pub epoch: u64,
     status: ThreadStatus,
-    /// Exactly-once: a transaction is open (begun by the first record sent).
+    /// Exactly-once: records were handed to the output sender since the last
+    /// commit (its transaction is open, or will be when it sends them).
     txn_open: bool,
     /// Run id and commit sequence stamped on every produced record.
     provenance: Provenance,
@@ -47,8 +48,7 @@ pub(crate) struct TaskManager {
     failed_commits: u32,
     /// Records processed since the last commit (reported when it commits).
     uncommitted_records: u64,
-    /// An at-least-once commit the output sender is completing, and the
-    /// records it commits.
+    /// A commit the output sender is completing, and the records it commits.
     in_flight: Option<(InFlight, u64)>,
 }
 
@@ -66,6 +66,7 @@ impl TaskManager {
         let sender = OutputSender::start(
             producer.clone(),
             topology.dead_letter_topic().map(str::to_string),
+            cfg.guarantee == Guarantee::ExactlyOnce,
             format!("weir-send-{instance}"),
         )?;
         Ok(Self {
@@ -316,12 +317,8 @@ impl TaskManager {
         if n == 0 {
             return Ok(());
         }
-        if self.cfg.guarantee == Guarantee::ExactlyOnce && !self.txn_open {
-            self.producer
-                .begin_transaction()
-                .map_err(|source| classify(source, "begin transaction"))?;
-            self.txn_open = true;
-        }
+        // Exactly-once: the sender begins the transaction with the first.
+        self.txn_open = self.cfg.guarantee == Guarantee::ExactlyOnce;
         let mut records = Vec::with_capacity(n);
         for task in self.tasks.values_mut() {
             records.append(&mut task.core.outputs);
@@ -361,7 +358,6 @@ impl TaskManager {
         let started = !matches!(outcome, Outcome::Idle);
         match outcome {
             Outcome::Pending(in_flight) => self.in_flight = Some((in_flight, records)),
-            Outcome::Committed => self.commit_succeeded(records),
             Outcome::Idle => self.status.add_committed(records),
         }
         // The next interval's records carry the next sequence number.
@@ -431,18 +427,28 @@ impl TaskManager {
         self.in_flight = None;
         // Nothing of this interval may reach the producer after the abort.
         self.sender.discard();
-        if self.txn_open {
-            self.txn_open = false;
+        self.txn_open = false;
+        if self.cfg.guarantee == Guarantee::ExactlyOnce {
             // Named so a checker can tell this transaction's records (a
             // broker that does not hide aborted records still shows them).
-            tracing::warn!(run = %self.provenance.run, txn = self.provenance.seq, "transaction aborted");
-            match self.producer.abort_transaction(self.cfg.request_timeout) {
-                Ok(()) => {
-                    ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "aborted")
-                        .increment(1);
+            // Its number is the sender's: a failed commit's interval, while
+            // this thread's provenance has moved to the next one.
+            match self.sender.abort(self.cfg.request_timeout) {
+                Ok(None) => {}
+                Ok(Some((txn, result))) => {
+                    tracing::warn!(run = %self.provenance.run, txn, "transaction aborted");
+                    match result {
+                        Ok(()) => {
+                            ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "aborted")
+                                .increment(1);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "abort_transaction failed (the broker aborts it on timeout)")
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "abort_transaction failed (the broker aborts it on timeout)")
+                    tracing::warn!(error = %e, "no transaction abort: the output sender is gone")
                 }
             }
         }
@@ -679,20 +685,6 @@ fn partitions_migrated(e: &TopologyError) -> bool {
             Some(C::RebalanceInProgress | C::IllegalGeneration | C::UnknownMemberId)
         ),
         _ => false,
-    }
-}
-
-/// A transactional error that needs a new producer is a fencing; any other
-/// Kafka error stays one.
-fn classify(source: rdkafka::error::KafkaError, op: &str) -> TopologyError {
-    match &source {
-        rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => {
-            TopologyError::ProducerFenced(format!("{op}: {source}"))
-        }
-        _ => TopologyError::Kafka {
-            op: op.to_string(),
-            source,
-        },
     }
 }
 

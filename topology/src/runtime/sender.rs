@@ -15,12 +15,17 @@
 //! interval is aborted (its records are reprocessed after the rewind; under
 //! exactly-once they must not reach the producer after the abort).
 //!
-//! Under at-least-once it also runs the middle of each commit
-//! ([`OutputSender::commit`]): flush, the changelog records of the
-//! interval's frozen store writes, flush again — in queue order, so after
-//! every output of the interval, while the stream thread processes the next
-//! one (handing ~230,000 changelog records to librdkafka stopped the stream
-//! thread ~0.19 s of every 1 s interval).
+//! It also runs the middle of each commit ([`OutputSender::commit`]), in
+//! queue order, so after every output of the interval, while the stream
+//! thread processes the next one: at-least-once, flush, the changelog
+//! records of the interval's frozen store writes, flush again (handing
+//! ~230,000 changelog records to librdkafka stopped the stream thread
+//! ~0.19 s of every 1 s interval); exactly-once, the changelog records and
+//! the input offsets into the interval's transaction, and its commit. Under
+//! exactly-once this thread owns the transactions: it begins one with the
+//! first record of an interval, commits it when the interval's commit comes
+//! and aborts it when the stream thread asks ([`OutputSender::abort`]), so
+//! a transaction holds one interval's records, never two.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -28,12 +33,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::producer::Producer;
+use rdkafka::TopicPartitionList;
 use weir_state::FrozenWrites;
 
 use crate::kafka::producer::{self, WeirProducer, KIND_DEAD_LETTER, KIND_OUTPUT};
 use crate::record::OutputRecord;
-use crate::runtime::commit::{send_changelog, Provenance};
-use crate::TopologyError;
+use crate::runtime::commit::{kafka, send_changelog, Provenance};
+use crate::{metrics, TopologyError};
 
 /// Batches queued before the stream thread waits (back-pressure). Enough
 /// for the batches a stream thread processes while the sender writes a
@@ -51,9 +59,22 @@ pub(crate) struct FrozenLog {
     pub writes: FrozenWrites,
 }
 
+/// Exactly-once: the input offsets an interval's transaction commits, and
+/// the consumer's group metadata they are committed under (a stale group
+/// generation fences the commit).
+pub(crate) struct TxnOffsets {
+    pub offsets: TopicPartitionList,
+    pub group: ConsumerGroupMetadata,
+}
+
 /// The answer to [`OutputSender::commit`]: `Ok` once the interval's
-/// outputs and changelog records are delivered.
+/// outputs and changelog records are delivered (exactly-once: committed).
 pub(crate) type CommitReply = Receiver<Result<(), TopologyError>>;
+
+/// What [`OutputSender::abort`] did: the commit sequence number of the
+/// transaction it aborted (a checker needs it: a broker that does not hide
+/// aborted records still shows them), and whether the abort went through.
+pub(crate) type Aborted = Option<(u64, Result<(), TopologyError>)>;
 
 enum Work {
     /// Records to produce, stamped with this provenance, unless their
@@ -65,13 +86,20 @@ enum Work {
     },
     /// Reply once everything before this is handed over.
     Drain(SyncSender<Result<(), TopologyError>>),
-    /// Deliver everything before this, then these changelog records; reply.
+    /// Deliver everything before this, then these changelog records
+    /// (exactly-once: with these offsets, and commit); reply.
     Commit {
         generation: u64,
         provenance: Provenance,
         logs: Vec<FrozenLog>,
+        offsets: Option<TxnOffsets>,
         timeout: Duration,
         reply: SyncSender<Result<(), TopologyError>>,
+    },
+    /// Abort the open transaction, if any; reply.
+    Abort {
+        timeout: Duration,
+        reply: SyncSender<Aborted>,
     },
 }
 
@@ -85,10 +113,13 @@ pub(crate) struct OutputSender {
 
 impl OutputSender {
     /// Starts the sender thread. `dead_letters` names the dead-letter topic
-    /// (its records are counted apart in the delivery reports).
+    /// (its records are counted apart in the delivery reports);
+    /// `transactional`: exactly-once (the producer's transactions are
+    /// initialised).
     pub fn start(
         producer: Arc<WeirProducer>,
         dead_letters: Option<String>,
+        transactional: bool,
         name: String,
     ) -> Result<Self, TopologyError> {
         let (queue, work) = sync_channel(QUEUED_BATCHES);
@@ -96,7 +127,15 @@ impl OutputSender {
         let current = generation.clone();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(&producer, dead_letters.as_deref(), &current, work))
+            .spawn(move || {
+                run(
+                    &producer,
+                    dead_letters.as_deref(),
+                    transactional,
+                    &current,
+                    work,
+                )
+            })
             .map_err(|source| TopologyError::Spawn {
                 what: "output sender",
                 source,
@@ -141,15 +180,19 @@ impl OutputSender {
         answer.recv().map_err(|_| gone())?
     }
 
-    /// Steps 1–3 of an at-least-once commit (see `commit::commit`), on the
-    /// sender thread once every record handed over before is in the
-    /// producer: report a record the producer refused, flush (the outputs
-    /// are delivered), send `logs`' changelog records stamped with
-    /// `provenance`, flush again. The answer comes on the returned channel;
-    /// after [`Self::discard`] it is an "aborted" error and nothing is sent.
+    /// Steps 1–3 of a commit (see `commit::commit`), on the sender thread
+    /// once every record handed over before is in the producer: report a
+    /// record the producer refused; then at-least-once (`offsets` is
+    /// `None`) flush (the outputs are delivered), send `logs`' changelog
+    /// records stamped with `provenance`, flush again; exactly-once, send
+    /// them and `offsets` into the interval's transaction and commit it.
+    /// The answer comes on the returned channel; after [`Self::discard`] it
+    /// is an "aborted" error and nothing is sent. After a failed commit the
+    /// records queued behind it are dropped until the next discard.
     pub fn commit(
         &self,
         logs: Vec<FrozenLog>,
+        offsets: Option<TxnOffsets>,
         provenance: &Provenance,
         timeout: Duration,
     ) -> Result<CommitReply, TopologyError> {
@@ -158,6 +201,7 @@ impl OutputSender {
             generation: self.generation.load(Ordering::SeqCst),
             provenance: provenance.clone(),
             logs,
+            offsets,
             timeout,
             reply,
         };
@@ -174,6 +218,17 @@ impl OutputSender {
         self.generation.fetch_add(1, Ordering::SeqCst);
         // A refusal of a discarded record does not matter any more.
         let _ = self.drain();
+    }
+
+    /// Exactly-once: aborts the open transaction, if there is one (call
+    /// after [`Self::discard`]: nothing of the interval follows).
+    pub fn abort(&self, timeout: Duration) -> Result<Aborted, TopologyError> {
+        let (reply, answer) = sync_channel(1);
+        self.queue
+            .as_ref()
+            .and_then(|q| q.send(Work::Abort { timeout, reply }).ok())
+            .ok_or_else(gone)?;
+        answer.recv().map_err(|_| gone())
     }
 }
 
@@ -194,14 +249,51 @@ fn gone() -> TopologyError {
     TopologyError::Panicked("its output sender thread stopped".into())
 }
 
+/// The sender thread: handles work until the queue closes.
 fn run(
     producer: &WeirProducer,
     dead_letters: Option<&str>,
+    transactional: bool,
     generation: &AtomicU64,
     work: Receiver<Work>,
 ) {
-    let mut refused: Option<TopologyError> = None;
+    let mut sender = Sender {
+        producer,
+        dead_letters,
+        transactional,
+        generation,
+        refused: None,
+        open: None,
+        failed: None,
+    };
     for w in work {
+        sender.handle(w);
+    }
+}
+
+/// The sender thread's state.
+struct Sender<'a> {
+    producer: &'a WeirProducer,
+    dead_letters: Option<&'a str>,
+    transactional: bool,
+    /// The stream thread's current generation; work of an older one is dropped.
+    generation: &'a AtomicU64,
+    /// The first record the producer refused since the last drain or commit.
+    refused: Option<TopologyError>,
+    /// Exactly-once: the commit sequence number of the open transaction.
+    open: Option<u64>,
+    /// The generation of a commit that failed: its interval's records
+    /// still queued are dropped (the stream thread aborts and discards).
+    failed: Option<u64>,
+}
+
+impl Sender<'_> {
+    /// Whether work of generation `g` is still wanted.
+    fn current(&self, g: u64) -> bool {
+        self.generation.load(Ordering::Relaxed) == g && self.failed.is_none_or(|f| f < g)
+    }
+
+    fn handle(&mut self, w: Work) {
         match w {
             Work::Records {
                 generation: g,
@@ -209,55 +301,131 @@ fn run(
                 records,
             } => {
                 for r in records {
-                    if refused.is_some() || generation.load(Ordering::Relaxed) != g {
+                    if self.refused.is_some() || !self.current(g) {
                         break;
                     }
-                    let kind = if Some(&*r.topic) == dead_letters {
-                        KIND_DEAD_LETTER
-                    } else {
-                        KIND_OUTPUT
-                    };
-                    if let Err(e) = producer::send(
-                        producer,
-                        &r.topic,
-                        None,
-                        r.key.as_deref(),
-                        r.value.as_deref(),
-                        &r.headers,
-                        &provenance.headers(),
-                        Some(r.timestamp),
-                        kind,
-                    ) {
-                        refused = Some(e);
+                    if let Err(e) = self.send(&r, &provenance) {
+                        self.refused = Some(e);
                     }
                 }
             }
             Work::Drain(reply) => {
-                let _ = reply.send(refused.take().map_or(Ok(()), Err));
+                let _ = reply.send(self.refused.take().map_or(Ok(()), Err));
             }
             Work::Commit {
                 generation: g,
                 provenance,
                 logs,
+                offsets,
                 timeout,
                 reply,
             } => {
-                if generation.load(Ordering::Relaxed) != g {
+                if !self.current(g) {
                     // Aborted: nothing more of the interval is sent.
                     let aborted = TopologyError::Commit("the interval was aborted".into());
                     let _ = reply.send(Err(aborted));
-                    continue;
+                    return;
                 }
-                let result = match refused.take() {
-                    Some(e) => Err(e),
-                    None => log_frozen(producer, &provenance, &logs, timeout),
+                let result = match (self.refused.take(), offsets) {
+                    (Some(e), _) => Err(e),
+                    (None, None) => log_frozen(self.producer, &provenance, &logs, timeout),
+                    (None, Some(offsets)) => {
+                        self.commit_transaction(&provenance, &logs, &offsets, timeout)
+                    }
                 };
+                if result.is_err() {
+                    self.failed = Some(g);
+                }
                 // Released before the answer: the stream thread then holds
                 // the only reference to the writes it applies.
                 drop(logs);
                 let _ = reply.send(result);
             }
+            Work::Abort { timeout, reply } => {
+                let aborted = self.open.take().map(|seq| {
+                    let result = self
+                        .producer
+                        .abort_transaction(timeout)
+                        .map_err(kafka("abort transaction"));
+                    (seq, result)
+                });
+                let _ = reply.send(aborted);
+            }
         }
+    }
+
+    /// Exactly-once: the interval's transaction begins with its first record.
+    fn begin(&mut self, provenance: &Provenance) -> Result<(), TopologyError> {
+        if self.transactional && self.open.is_none() {
+            self.producer
+                .begin_transaction()
+                .map_err(kafka("begin transaction"))?;
+            self.open = Some(provenance.seq);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, r: &OutputRecord, provenance: &Provenance) -> Result<(), TopologyError> {
+        self.begin(provenance)?;
+        let kind = if Some(&*r.topic) == self.dead_letters {
+            KIND_DEAD_LETTER
+        } else {
+            KIND_OUTPUT
+        };
+        producer::send(
+            self.producer,
+            &r.topic,
+            None,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+            &provenance.headers(),
+            Some(r.timestamp),
+            kind,
+        )
+    }
+
+    /// The sender's part of an exactly-once commit: the changelog records
+    /// and the input offsets go into the interval's transaction (begun here
+    /// if no output began it), which is then committed.
+    fn commit_transaction(
+        &mut self,
+        provenance: &Provenance,
+        logs: &[FrozenLog],
+        offsets: &TxnOffsets,
+        timeout: Duration,
+    ) -> Result<(), TopologyError> {
+        self.begin(provenance)?;
+        for log in logs {
+            send_changelog(
+                self.producer,
+                &log.topic,
+                log.partition,
+                provenance,
+                &log.task,
+                |sink| log.writes.log_changes(sink),
+            )?;
+        }
+        if offsets.offsets.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(&offsets.offsets, &offsets.group, timeout)
+                .map_err(kafka("send offsets to transaction"))?;
+        }
+        // Our flush first: rust-rdkafka's commit_transaction flushes with
+        // `Producer::flush`, which costs ≥ 100 ms with a threaded producer
+        // (see `producer::flush`) — a whole 100 ms commit interval.
+        producer::flush(self.producer, timeout)?;
+        self.producer
+            .commit_transaction(timeout)
+            .map_err(kafka("commit transaction"))?;
+        self.open = None;
+        if let Some(e) = self.producer.context().take_error() {
+            // Cannot happen after a successful commit; refuse to go on if it does.
+            return Err(TopologyError::Commit(e));
+        }
+        ::metrics::counter!(metrics::TRANSACTIONS, metrics::LABEL_RESULT => "committed")
+            .increment(1);
+        Ok(())
     }
 }
 
@@ -351,7 +519,8 @@ mod tests {
             .create_with_context(DeliveryTracker::default())
             .unwrap();
         let producer = Arc::new(producer);
-        let sender = OutputSender::start(producer.clone(), None, "test-send".into()).unwrap();
+        let sender =
+            OutputSender::start(producer.clone(), None, false, "test-send".into()).unwrap();
         let run = Provenance::new("run".into());
 
         sender
@@ -385,7 +554,8 @@ mod tests {
             .create_with_context(DeliveryTracker::default())
             .unwrap();
         let producer = Arc::new(producer);
-        let sender = OutputSender::start(producer.clone(), None, "test-send".into()).unwrap();
+        let sender =
+            OutputSender::start(producer.clone(), None, false, "test-send".into()).unwrap();
         (cluster, producer, sender)
     }
 
@@ -408,7 +578,7 @@ mod tests {
         let run = Provenance::new("run".into());
         sender.send(vec![record("a", 10)], &run).unwrap();
         let reply = sender
-            .commit(frozen_log(&["k"]), &run, Duration::from_secs(10))
+            .commit(frozen_log(&["k"]), None, &run, Duration::from_secs(10))
             .unwrap();
         reply.recv().unwrap().unwrap();
         // Delivered when the answer comes: no flush of the caller's.
@@ -424,7 +594,7 @@ mod tests {
         let run = Provenance::new("run".into());
         sender.send(vec![record("too-big", 5000)], &run).unwrap();
         let reply = sender
-            .commit(frozen_log(&["k"]), &run, Duration::from_secs(10))
+            .commit(frozen_log(&["k"]), None, &run, Duration::from_secs(10))
             .unwrap();
         let err = reply.recv().unwrap().unwrap_err();
         assert!(err.to_string().contains("produce to out"), "{err}");
@@ -444,16 +614,170 @@ mod tests {
             generation: Arc::new(AtomicU64::new(0)),
         };
         let reply = sender
-            .commit(frozen_log(&["k"]), &run_id, Duration::from_secs(10))
+            .commit(frozen_log(&["k"]), None, &run_id, Duration::from_secs(10))
             .unwrap();
         sender.generation.fetch_add(1, Ordering::SeqCst);
         let generation = sender.generation.clone();
         drop(sender); // closes the queue: `run` returns when it is empty
-        run(&producer, None, &generation, work);
+        run(&producer, None, false, &generation, work);
         let err = reply.recv().unwrap().unwrap_err();
         assert!(err.to_string().contains("aborted"), "{err}");
         producer::flush(&producer, Duration::from_secs(10)).unwrap();
         assert!(keys_of(&cluster.bootstrap_servers(), "log").is_empty());
+    }
+
+    /// A transactional sender (exactly-once) on a fresh cluster with `out`
+    /// and `log` topics, and a group's metadata for its commits.
+    fn transactional_sender() -> (
+        MockCluster<'static, DefaultProducerContext>,
+        OutputSender,
+        BaseConsumer,
+    ) {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, 1, 1).unwrap();
+        cluster.create_topic("log", 1, 1).unwrap();
+        let producer: WeirProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("transactional.id", "test-txn")
+            .set("message.max.bytes", "2000")
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(10)).unwrap();
+        let sender =
+            OutputSender::start(Arc::new(producer), None, true, "test-send".into()).unwrap();
+        let group: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "g")
+            .create()
+            .unwrap();
+        (cluster, sender, group)
+    }
+
+    /// Every key on partition 0 of `topic` with its offset, aborted ones
+    /// included, in offset order (a transaction's marker takes an offset
+    /// and is never delivered: read until the position passes the end).
+    fn all_keys(brokers: &str, topic: &str) -> Vec<(String, i64)> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "reader")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .unwrap();
+        let (_, high) = c
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let mut keys = Vec::new();
+        let at_end = |c: &BaseConsumer| {
+            let pos = c.position().unwrap();
+            matches!(pos.find_partition(topic, 0).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= high)
+        };
+        while !at_end(&c) {
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                keys.push((
+                    String::from_utf8_lossy(m.key().unwrap()).into_owned(),
+                    m.offset(),
+                ));
+            }
+        }
+        keys
+    }
+
+    fn txn_offsets(group: &BaseConsumer) -> Option<TxnOffsets> {
+        Some(TxnOffsets {
+            offsets: TopicPartitionList::new(),
+            group: group.group_metadata().expect("a group member has metadata"),
+        })
+    }
+
+    /// `(key, offset)` pairs, for short assertions.
+    fn at(pairs: &[(&str, i64)]) -> Vec<(String, i64)> {
+        pairs.iter().map(|(k, o)| (k.to_string(), *o)).collect()
+    }
+
+    #[test]
+    fn exactly_once_commits_an_interval_in_one_transaction_and_the_next_begins_another() {
+        let (cluster, sender, group) = transactional_sender();
+        let timeout = Duration::from_secs(10);
+        let mut run = Provenance::new("run".into());
+        sender.send(vec![record("a", 10)], &run).unwrap();
+        let first = sender
+            .commit(frozen_log(&["k"]), txn_offsets(&group), &run, timeout)
+            .unwrap();
+        // Queued behind the commit, as the stream thread does: the next
+        // interval's records.
+        run.advance();
+        sender.send(vec![record("b", 10)], &run).unwrap();
+        first.recv().unwrap().unwrap();
+        let second = sender
+            .commit(frozen_log(&["k2"]), txn_offsets(&group), &run, timeout)
+            .unwrap();
+        second.recv().unwrap().unwrap();
+        let brokers = cluster.bootstrap_servers();
+        // (This broker writes no transaction markers: no gaps.)
+        assert_eq!(all_keys(&brokers, TOPIC), at(&[("a", 0), ("b", 1)]));
+        assert_eq!(all_keys(&brokers, "log"), at(&[("k", 0), ("k2", 1)]));
+        // An abort names the transaction it ends: the interval's number.
+        run.advance();
+        sender.send(vec![record("c", 10)], &run).unwrap();
+        sender.drain().unwrap();
+        let (txn, aborted) = sender.abort(timeout).unwrap().expect("c began one");
+        assert_eq!(txn, 2);
+        aborted.unwrap();
+        assert!(sender.abort(timeout).unwrap().is_none(), "nothing is open");
+    }
+
+    #[test]
+    fn after_a_failed_commit_its_interval_is_dropped_until_the_abort() {
+        let (cluster, sender, group) = transactional_sender();
+        let run = Provenance::new("run".into());
+        sender
+            .send(vec![record("a", 10), record("too-big", 5000)], &run)
+            .unwrap();
+        let reply = sender
+            .commit(
+                frozen_log(&["k"]),
+                txn_offsets(&group),
+                &run,
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        let err = reply.recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("produce to out"), "{err}");
+        // Processed before the stream thread saw the failure: dropped.
+        sender.send(vec![record("b", 10)], &run).unwrap();
+        sender.drain().unwrap();
+        sender.discard();
+        let (txn, aborted) = sender
+            .abort(Duration::from_secs(10))
+            .unwrap()
+            .expect("open");
+        assert_eq!(txn, 0);
+        aborted.unwrap();
+        // After the rewind the interval runs again, in a new transaction.
+        sender.send(vec![record("a", 10)], &run).unwrap();
+        let reply = sender
+            .commit(
+                frozen_log(&["k"]),
+                txn_offsets(&group),
+                &run,
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        reply.recv().unwrap().unwrap();
+        let brokers = cluster.bootstrap_servers();
+        // "b" never left; the first "a", if it reached the broker before
+        // the abort purged it, is in the aborted transaction.
+        let out: Vec<String> = all_keys(&brokers, TOPIC)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(out == ["a"] || out == ["a", "a"], "{out:?}");
+        assert_eq!(all_keys(&brokers, "log").len(), 1);
     }
 
     #[test]
