@@ -7,7 +7,8 @@
 //! ## Layout
 //! - [`store`]: the [`KeyValueStore`] trait over bytes and the [`WriteBatch`] that
 //!   carries data and the changelog offset together.
-//! - [`rocksdb`]: [`RocksDbStore`], one RocksDB instance per store partition.
+//! - [`rocksdb`]: [`RocksDbStore`], one RocksDB instance per store partition;
+//!   `rocksdb_batch` builds its writes in RocksDB's batch format in one pass.
 //! - [`memory`]: [`MemoryStore`], the same contract in a `BTreeMap`, for tests
 //!   and the topology test driver.
 //! - [`transaction`]: [`StoreTransaction`], the write overlay of one commit
@@ -23,6 +24,7 @@ pub mod changelog;
 pub mod error;
 pub mod memory;
 pub mod rocksdb;
+mod rocksdb_batch;
 pub mod store;
 pub mod transaction;
 pub mod typed;

@@ -223,13 +223,7 @@ impl KeyValueStore for RocksDbStore {
         // pass when the caller sorted already.
         let mut batch = batch;
         batch.sort_by_key();
-        let mut wb = rocksdb::WriteBatch::default();
-        for (key, value) in batch.iter() {
-            match value {
-                Some(v) => wb.put(key, v),
-                None => wb.delete(key),
-            }
-        }
+        let mut wb = crate::rocksdb_batch::encode(&batch);
         if let Some(offset) = batch.changelog_offset() {
             let meta = self
                 .db()

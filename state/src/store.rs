@@ -83,6 +83,11 @@ impl WriteBatch {
         self.changelog_offset
     }
 
+    /// Bytes of keys and values in the batch.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.ops.len()

@@ -114,6 +114,14 @@ const BATCH_RECORDS: u64 = 4096;
 /// clock reads each) was half of the reading thread (perf).
 const READ_BATCH: usize = 1024;
 
+/// Threads applying batches to RocksDB, each for a fixed share of the
+/// store partitions (a partition's batches stay in order on one thread).
+/// The memtable inserts are the slowest stage: with one writer, restore
+/// took ~0.40 s for 1,000,000 entries over 131 partitions and ~0.25 s with
+/// the writes left out; with two, the writes fill the cores' idle time
+/// (embedded broker, 2 cores; figures in `bench/results/README.md`).
+const WRITERS: usize = 2;
+
 /// How long seeking a partition back after an error may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -349,10 +357,11 @@ impl Restorer {
     }
 
     /// Reads the changelogs until `deadline` or every job's end, sending each
-    /// job's records to the writer in batches of [`BATCH_RECORDS`]; the rest
-    /// go when reading stops. Stops early if the writer has stopped (it
-    /// failed: its error is what `poll` reports).
-    fn read(&mut self, deadline: Instant, writer: &mpsc::SyncSender<(usize, WriteBatch)>) {
+    /// job's records to its writer (`writers[job index % writers]`) in
+    /// batches of [`BATCH_RECORDS`]; the rest go when reading stops. Stops
+    /// early if a writer has stopped (it failed: its error is what `poll`
+    /// reports).
+    fn read(&mut self, deadline: Instant, writers: &[mpsc::SyncSender<(usize, WriteBatch)>]) {
         // Per job, by index: the batch being built and how many changelog
         // records it holds (a full restore's first batch also holds the
         // derivations' marks; a tail's batches their derived entries).
@@ -370,7 +379,7 @@ impl Restorer {
             batch.sort_by_key();
             ::metrics::counter!(metrics::RESTORE_RECORDS, metrics::LABEL_STORE => job.store.clone())
                 .increment(n);
-            writer.send((idx, batch)).is_ok()
+            writers[idx % writers.len()].send((idx, batch)).is_ok()
         };
         let Some(mut reader) = BatchReader::new(&self.consumer, READ_BATCH) else {
             // Cannot happen: the restore consumer has a group id, hence a queue.
@@ -520,8 +529,9 @@ impl Restorer {
     /// are all restored.
     ///
     /// Reading and writing overlap: this thread reads the changelogs, builds
-    /// and sorts batches while a writer thread applies the previous ones to
-    /// RocksDB (in changelog order, each with the offset it reaches). One
+    /// and sorts batches while [`WRITERS`] writer threads apply the previous
+    /// ones to RocksDB (each partition's in changelog order, each batch with
+    /// the offset it reaches). One
     /// after the other, a restore kept one core busy and the other mostly
     /// idle; overlapped, 1,000,000 entries restore at ~1.3 M records/s
     /// instead of ~0.78 M (embedded broker, 2 cores).
@@ -548,36 +558,52 @@ impl Restorer {
                 }
             }
         }
-        // Two batches in flight at most: memory stays bounded when RocksDB
-        // is the slower side.
-        let (to_writer, from_reader) = mpsc::sync_channel::<(usize, WriteBatch)>(2);
+        // Two batches in flight at most per writer: memory stays bounded
+        // when RocksDB is the slower side.
+        let mut parts: Vec<HashMap<usize, (&mut dyn KeyValueStore, &str)>> =
+            (0..WRITERS).map(|_| HashMap::new()).collect();
+        for (idx, st) in stores {
+            parts[idx % WRITERS].insert(idx, st);
+        }
         let written = std::thread::scope(|s| {
-            let writer = std::thread::Builder::new()
-                .name("weir-restore-writer".into())
-                .spawn_scoped(s, move || -> Result<(), TopologyError> {
-                    for (idx, batch) in from_reader {
-                        let (store, task) = stores.get_mut(&idx).expect("every job has a store");
-                        store.write(batch).map_err(|source| TopologyError::State {
-                            task: task.to_string(),
+            let mut senders = Vec::new();
+            let mut handles = Vec::new();
+            for mut stores in parts {
+                let (to_writer, from_reader) = mpsc::sync_channel::<(usize, WriteBatch)>(2);
+                senders.push(to_writer);
+                let writer = std::thread::Builder::new()
+                    .name("weir-restore-writer".into())
+                    .spawn_scoped(s, move || -> Result<(), TopologyError> {
+                        for (idx, batch) in from_reader {
+                            let (store, task) =
+                                stores.get_mut(&idx).expect("every job has a store");
+                            store.write(batch).map_err(|source| TopologyError::State {
+                                task: task.to_string(),
+                                source,
+                            })?;
+                        }
+                        Ok(())
+                    });
+                match writer {
+                    Ok(w) => handles.push(w),
+                    Err(source) => {
+                        return Err(TopologyError::Spawn {
+                            what: "restore writer",
                             source,
-                        })?;
+                        })
                     }
-                    Ok(())
-                });
-            let writer = match writer {
-                Ok(w) => w,
-                Err(source) => {
-                    return Err(TopologyError::Spawn {
-                        what: "restore writer",
-                        source,
-                    })
                 }
-            };
-            self.read(deadline, &to_writer);
-            drop(to_writer);
-            writer
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }
+            self.read(deadline, &senders);
+            drop(senders);
+            // Every writer joined; the first error kept.
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .fold(Ok(()), Result::and)
         });
         written?;
         for j in &self.jobs {
