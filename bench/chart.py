@@ -24,6 +24,7 @@ TARGETS = {
     "weir inventory, at-least-once": 0.8,
     "weir inventory, exactly-once": 0.6,
     "weir restore from the changelog": 0.8,
+    "weir restore from the exactly-once changelog": 0.8,
 }
 
 
