@@ -497,7 +497,8 @@ fn restore_rows(
     Ok(())
 }
 
-/// Whether group `group` has a committed offset on any input partition.
+/// Whether group `group` has committed an offset past 0 on any input
+/// partition (it processed something, and the broker kept the commit).
 fn committed_any(cfg: &BenchConfig, group: &str) -> Result<bool, BenchError> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)

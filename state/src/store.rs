@@ -84,7 +84,7 @@ impl WriteBatch {
     }
 
     /// Bytes of keys and values in the batch.
-    pub fn data_len(&self) -> usize {
+    pub(crate) fn data_len(&self) -> usize {
         self.data.len()
     }
 
