@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_topology::{
-    AppState, Guarantee, KafkaStreams, StreamsConfig, StreamsHandle, TopologyError,
+    AppState, Guarantee, KafkaStreams, ProvenanceHeaders, StreamsConfig, StreamsHandle,
+    TopologyError,
 };
 
 use crate::inventory::{inventory_topology_with, InventoryTopics, DEFAULT_DEDUP_RETENTION};
@@ -35,6 +36,8 @@ pub struct JobConfig {
     pub kafka: Vec<(String, String)>,
     /// Stream threads (consumer-group members) in this process.
     pub stream_threads: usize,
+    /// Which records carry `weir.run`/`weir.txn` (default: under exactly-once).
+    pub provenance_headers: ProvenanceHeaders,
 }
 
 impl JobConfig {
@@ -51,6 +54,7 @@ impl JobConfig {
             dedup_retention: Some(DEFAULT_DEDUP_RETENTION),
             kafka: Vec::new(),
             stream_threads: 1,
+            provenance_headers: ProvenanceHeaders::Auto,
         }
     }
 
@@ -63,6 +67,7 @@ impl JobConfig {
         c.instance_id = self.instance_id.clone();
         c.client_overrides = self.kafka.clone();
         c.num_stream_threads = self.stream_threads;
+        c.provenance_headers = self.provenance_headers;
         c
     }
 }

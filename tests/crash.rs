@@ -7,7 +7,8 @@
 //! Exactly-once runs on nisshi (durable, transactional). nisshi does not
 //! hide records of aborted or unfinished transactions from `read_committed`
 //! readers, so outputs alone cannot show exactly-once: every record Weir
-//! writes carries `weir.run` and `weir.txn` headers instead, and the
+//! writes under exactly-once carries `weir.run` and `weir.txn` headers
+//! instead (at-least-once records carry none, and the checker asserts so), and the
 //! invariant is: nothing lost; no orderId confirmed twice by committed
 //! transactions; every extra confirmation from the last transaction of a
 //! killed run (the one a correct broker aborts and hides). With
@@ -107,7 +108,16 @@ struct Outputs {
     last_txn: BTreeMap<String, u64>,
 }
 
-fn provenance(m: &rdkafka::message::OwnedMessage) -> (String, u64) {
+/// A record's run and transaction. Exactly-once stamps every record with
+/// them; at-least-once stamps none (`weir run`'s default), so its records
+/// all count as one anonymous run.
+fn provenance(m: &rdkafka::message::OwnedMessage, exactly_once: bool) -> (String, u64) {
+    if !exactly_once {
+        for name in ["weir.run", "weir.txn", "weir.source.offset"] {
+            assert_eq!(header(m, name), None, "{name} under at-least-once");
+        }
+        return (String::new(), 0);
+    }
     let run = header(m, "weir.run").expect("every record carries weir.run");
     let txn = header(m, "weir.txn")
         .and_then(|t| t.parse().ok())
@@ -115,7 +125,7 @@ fn provenance(m: &rdkafka::message::OwnedMessage) -> (String, u64) {
     (run, txn)
 }
 
-fn outputs(b: &str) -> Outputs {
+fn outputs(b: &str, exactly_once: bool) -> Outputs {
     let mut o = Outputs {
         confirmed: BTreeMap::new(),
         dead: BTreeMap::new(),
@@ -126,12 +136,12 @@ fn outputs(b: &str) -> Outputs {
         *e = (*e).max(p.1);
     };
     for m in read_all(b, CONFIRMED) {
-        let p = provenance(&m);
+        let p = provenance(&m, exactly_once);
         note(&p, &mut o.last_txn);
         o.confirmed.entry(key_of(&m)).or_default().push(p);
     }
     for m in read_all(b, DLQ) {
-        let p = provenance(&m);
+        let p = provenance(&m, exactly_once);
         note(&p, &mut o.last_txn);
         let v = json_of(&m);
         let at = (
@@ -141,7 +151,7 @@ fn outputs(b: &str) -> Outputs {
         o.dead.entry(at).or_default().push(p);
     }
     for m in read_all(b, "inventory-dedup-changelog") {
-        note(&provenance(&m), &mut o.last_txn);
+        note(&provenance(&m, exactly_once), &mut o.last_txn);
     }
     o
 }
@@ -163,7 +173,7 @@ fn verify(
         .map(|p| (i64::from(p.partition), p.offset))
         .collect();
     assert!(expected.len() >= 20_000 && manifest.redeliveries + manifest.resends >= 4000);
-    let o = outputs(b);
+    let o = outputs(b, exactly_once);
     // Strict on a real Kafka: it hides aborted and unfinished transactions.
     let strict = std::env::var("WEIR_EOS_STRICT").is_ok_and(|v| v == "1")
         || std::env::var("WEIR_TEST_KAFKA").is_ok();

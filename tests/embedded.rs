@@ -173,6 +173,15 @@ fn outputs_are_exact_confirmations_once_and_every_poison_record_dead_lettered() 
             .starts_with("weir."));
         assert!(m.payload().unwrap().len() < 1_000_000);
     }
+    // At-least-once stamps no provenance by default: no weir.* header on
+    // any output, dead letter or changelog record.
+    let changelog = read_all(&b, "inventory-dedup-changelog");
+    assert_eq!(changelog.len(), unique.len(), "one entry per order");
+    for m in confirmed.iter().chain(&dead).chain(&changelog) {
+        for name in ["weir.run", "weir.txn", "weir.source.offset"] {
+            assert_eq!(header(m, name), None, "{name} under at-least-once");
+        }
+    }
     job.stop().unwrap();
 }
 
@@ -519,6 +528,8 @@ fn two_stream_threads_share_the_partitions_and_the_state_a_one_thread_restart_ke
     let (broker, dir) = (cluster(4), tempfile::tempdir().unwrap());
     let b = broker.bootstrap_servers().to_string();
     let mut cfg = two_threads_committing_at_stop(&b, dir.path());
+    // Stamped on request under at-least-once too.
+    cfg.provenance_headers = weir_topology::ProvenanceHeaders::Always;
     let job = start_both_threads(&cfg);
     produce(&b, INPUT, &orders_each_twice("t", 200));
     let status = job.handle().status();

@@ -90,6 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     cfg.kafka.extend(args.kafka.iter().cloned());
     cfg.stream_threads = args.stream_threads.into();
+    cfg.provenance_headers = args.provenance_headers;
     let job = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || Job::start(&cfg))

@@ -44,6 +44,60 @@ impl std::fmt::Display for Guarantee {
     }
 }
 
+/// Which records carry Weir's provenance headers: `weir.run` (the process
+/// run that produced the record) and `weir.txn` (its commit interval; under
+/// exactly-once, its transaction).
+///
+/// They let a checker tell the records of an aborted or unfinished
+/// transaction on a broker whose `read_committed` readers still see them,
+/// which is why exactly-once stamps them by default. Under at-least-once
+/// there is no transaction to tell apart and they are only bytes on every
+/// record (and, on a broker that stores headers apart, a write each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProvenanceHeaders {
+    /// Stamped under exactly-once, not under at-least-once.
+    #[default]
+    Auto,
+    /// Every output, dead letter and changelog record.
+    Always,
+    /// None (exactly-once changelog records still carry
+    /// `weir.source.offset`, which restore reads).
+    Never,
+}
+
+impl ProvenanceHeaders {
+    /// Whether records are stamped under `guarantee`.
+    pub fn stamped(self, guarantee: Guarantee) -> bool {
+        match self {
+            Self::Auto => guarantee == Guarantee::ExactlyOnce,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
+impl std::str::FromStr for ProvenanceHeaders {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("{s:?}: expected auto, always or never")),
+        }
+    }
+}
+
+impl std::fmt::Display for ProvenanceHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        })
+    }
+}
+
 /// More stream threads than this is a typo, not a plan.
 const MAX_STREAM_THREADS: usize = 64;
 
@@ -100,6 +154,9 @@ pub struct StreamsConfig {
     /// process partitions in parallel. Thread `i > 0` is instance
     /// `<instance-id>-<i>` (its `transactional.id`). Default 1.
     pub num_stream_threads: usize,
+    /// Which records carry `weir.run`/`weir.txn` ([`ProvenanceHeaders`]).
+    /// Default: under exactly-once only.
+    pub provenance_headers: ProvenanceHeaders,
 }
 
 impl StreamsConfig {
@@ -121,6 +178,7 @@ impl StreamsConfig {
             instance_id: None,
             transaction_timeout: Duration::from_secs(10),
             num_stream_threads: 1,
+            provenance_headers: ProvenanceHeaders::Auto,
         }
     }
 
@@ -190,6 +248,21 @@ impl StreamsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provenance_headers_default_to_exactly_once_only() {
+        let auto = StreamsConfig::new("a", "b:1").provenance_headers;
+        assert_eq!(auto, ProvenanceHeaders::Auto);
+        assert!(auto.stamped(Guarantee::ExactlyOnce));
+        assert!(!auto.stamped(Guarantee::AtLeastOnce));
+        assert!(ProvenanceHeaders::Always.stamped(Guarantee::AtLeastOnce));
+        assert!(!ProvenanceHeaders::Never.stamped(Guarantee::ExactlyOnce));
+        for v in ["auto", "always", "never"] {
+            assert_eq!(v.parse::<ProvenanceHeaders>().unwrap().to_string(), v);
+        }
+        let e = "sometimes".parse::<ProvenanceHeaders>().unwrap_err();
+        assert!(e.contains("auto, always or never"), "{e}");
+    }
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {

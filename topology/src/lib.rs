@@ -47,7 +47,7 @@ mod task;
 pub mod test_driver;
 
 pub use builder::{BranchedStream, Branches, Data, KStream, StoreSpec, Topology, TopologyBuilder};
-pub use config::{Guarantee, StreamsConfig};
+pub use config::{Guarantee, ProvenanceHeaders, StreamsConfig};
 pub use dead_letter::{DeadLetter, DeadLetterHandler, Failure, RawDeadLetters};
 pub use describe::TopologyDescription;
 pub use error::{FailureKind, ProcessError, TopologyError};

@@ -69,6 +69,11 @@ impl TaskManager {
             cfg.guarantee == Guarantee::ExactlyOnce,
             format!("weir-send-{instance}"),
         )?;
+        let provenance = Provenance::new(
+            run_id,
+            cfg.provenance_headers.stamped(cfg.guarantee),
+            cfg.guarantee == Guarantee::ExactlyOnce,
+        );
         Ok(Self {
             source_topic: Arc::from(topology.source_topic()),
             cfg,
@@ -82,7 +87,7 @@ impl TaskManager {
             epoch: 0,
             status,
             txn_open: false,
-            provenance: Provenance::new(run_id),
+            provenance,
             failed_commits: 0,
             uncommitted_records: 0,
             in_flight: None,

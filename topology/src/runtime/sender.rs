@@ -372,6 +372,7 @@ impl Sender<'_> {
         } else {
             KIND_OUTPUT
         };
+        let (extra, n) = provenance.headers(None);
         producer::send(
             self.producer,
             &r.topic,
@@ -379,7 +380,7 @@ impl Sender<'_> {
             r.key.as_deref(),
             r.value.as_deref(),
             &r.headers,
-            &provenance.headers(),
+            &extra[..n],
             Some(r.timestamp),
             kind,
         )
@@ -505,7 +506,7 @@ mod tests {
         let producer = Arc::new(producer);
         let sender =
             OutputSender::start(producer.clone(), None, false, "test-send".into()).unwrap();
-        let run = Provenance::new("run".into());
+        let run = Provenance::new("run".into(), true, false);
 
         sender
             .send(vec![record("a", 10), record("b", 10)], &run)
@@ -579,7 +580,7 @@ mod tests {
     #[test]
     fn a_commit_delivers_the_outputs_then_the_frozen_changelog_and_answers() {
         let (cluster, producer, sender) = sender_on_cluster();
-        let run = Provenance::new("run".into());
+        let run = Provenance::new("run".into(), true, false);
         sender.send(vec![record("a", 10)], &run).unwrap();
         let reply = sender
             .commit(frozen_log(&["k"]), None, &run, Duration::from_secs(10))
@@ -595,7 +596,7 @@ mod tests {
     #[test]
     fn a_commit_after_a_refused_output_fails_and_logs_nothing() {
         let (cluster, _producer, sender) = sender_on_cluster();
-        let run = Provenance::new("run".into());
+        let run = Provenance::new("run".into(), true, false);
         sender.send(vec![record("too-big", 5000)], &run).unwrap();
         let reply = sender
             .commit(frozen_log(&["k"]), None, &run, Duration::from_secs(10))
@@ -608,7 +609,7 @@ mod tests {
     #[test]
     fn a_discarded_commit_answers_aborted_and_logs_nothing() {
         let (cluster, producer, _) = sender_on_cluster();
-        let run_id = Provenance::new("run".into());
+        let run_id = Provenance::new("run".into(), true, false);
         // A sender whose thread runs here, once the commit is queued and
         // discarded (as `discard` does: a new generation).
         let (queue, work) = sync_channel(4);
@@ -713,7 +714,7 @@ mod tests {
     fn exactly_once_commits_an_interval_in_one_transaction_and_the_next_begins_another() {
         let (cluster, sender, group) = transactional_sender();
         let timeout = Duration::from_secs(10);
-        let mut run = Provenance::new("run".into());
+        let mut run = Provenance::new("run".into(), true, false);
         sender.send(vec![record("a", 10)], &run).unwrap();
         let first = commit_txn(&sender, &group, &run, "k");
         // Queued behind the commit, as the stream thread does: the next
@@ -740,7 +741,7 @@ mod tests {
     #[test]
     fn after_a_failed_commit_its_interval_is_dropped_until_the_abort() {
         let (cluster, sender, group) = transactional_sender();
-        let run = Provenance::new("run".into());
+        let run = Provenance::new("run".into(), true, false);
         sender
             .send(vec![record("a", 10), record("too-big", 5000)], &run)
             .unwrap();
@@ -778,7 +779,7 @@ mod tests {
             thread: None,
             generation: Arc::new(AtomicU64::new(0)),
         };
-        let run = Provenance::new("run".into());
+        let run = Provenance::new("run".into(), true, false);
         let sent = sender.send(vec![record("a", 1)], &run).unwrap_err();
         assert!(matches!(sent, TopologyError::Panicked(_)), "{sent}");
         assert!(matches!(sender.drain(), Err(TopologyError::Panicked(_))));
