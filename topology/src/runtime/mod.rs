@@ -167,7 +167,8 @@ fn build_manager(
     }
     let restorer = Restorer::new(config, instance)?;
     let run = run_id();
-    // Every record this run writes carries it in its weir.run header.
+    // Records this run writes carry it in their weir.run header when they
+    // are stamped (`StreamsConfig::provenance_headers`); logs name it always.
     tracing::info!(%run, "producer ready");
     TaskManager::new(
         config.clone(),
@@ -221,7 +222,8 @@ fn run_with_restarts(
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
 
-/// Names this process run in the `weir.run` header of every record it produces.
+/// Names this process run in its logs and in the `weir.run` header of the
+/// records it produces, when they are stamped.
 fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
