@@ -113,9 +113,7 @@ struct Outputs {
 /// all count as one anonymous run.
 fn provenance(m: &rdkafka::message::OwnedMessage, exactly_once: bool) -> (String, u64) {
     if !exactly_once {
-        for name in ["weir.run", "weir.txn", "weir.source.offset"] {
-            assert_eq!(header(m, name), None, "{name} under at-least-once");
-        }
+        assert_unstamped(m);
         return (String::new(), 0);
     }
     let run = header(m, "weir.run").expect("every record carries weir.run");

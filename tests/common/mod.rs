@@ -263,6 +263,14 @@ pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
         .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
+/// Asserts that `m` carries none of Weir's provenance headers (the
+/// at-least-once default).
+pub fn assert_unstamped(m: &OwnedMessage) {
+    for name in ["weir.run", "weir.txn", "weir.source.offset"] {
+        assert_eq!(header(m, name), None, "{name} under at-least-once");
+    }
+}
+
 /// orderId → number of confirmations.
 pub fn confirmations(brokers: &str) -> BTreeMap<String, usize> {
     let mut n = BTreeMap::new();

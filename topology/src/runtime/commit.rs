@@ -37,7 +37,7 @@ pub(crate) struct Provenance {
     stamp: bool,
     /// Changelog records carry `weir.source.offset`: exactly-once restore
     /// reads it; at-least-once restore applies every record and never does.
-    source_offsets: bool,
+    pub source_offsets: bool,
 }
 
 impl Provenance {
@@ -61,7 +61,8 @@ impl Provenance {
     }
 
     /// The headers Weir adds to a record: `weir.source.offset` (a changelog
-    /// record's `source`, when changelog records carry it), then `weir.run`
+    /// record's `source`, when changelog records carry it: see
+    /// `source_offsets`), then `weir.run`
     /// and `weir.txn` when records are stamped. Use the first `n` entries.
     ///
     /// Why not always all of them: they are ~30 bytes on every output and
@@ -107,8 +108,12 @@ impl ChangelogSink for KafkaChangelog<'_> {
         source_offset: i64,
     ) -> Result<(), StateError> {
         let mut digits = [0u8; 20];
-        let source = decimal(source_offset, &mut digits);
-        let (extra, n) = self.provenance.headers(Some(source));
+        // Formatted only where the record will carry it (exactly-once).
+        let source = self
+            .provenance
+            .source_offsets
+            .then(|| decimal(source_offset, &mut digits));
+        let (extra, n) = self.provenance.headers(source);
         producer::send(
             self.producer,
             self.topic,
