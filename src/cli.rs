@@ -357,11 +357,12 @@ pub struct RunArgs {
     /// transactional.id <application-id>-<instance-id>-<i>.
     #[arg(long, env = "WEIR_STREAM_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub stream_threads: u16,
-    /// Which records carry the `weir.run` and `weir.txn` headers (the run
-    /// and the transaction that produced them): `auto` stamps them under
-    /// exactly-once, where they let a checker tell records of aborted
-    /// transactions on a broker that shows them; `always`; `never`.
-    #[arg(long, env = "WEIR_PROVENANCE_HEADERS", default_value_t = weir_topology::ProvenanceHeaders::Auto)]
+    /// Whether every output, dead letter and changelog record carries the
+    /// `weir.run` and `weir.txn` headers (the run and the transaction that
+    /// produced it): `never` or `always`. A diagnostic: with the job's log,
+    /// which names each aborted transaction, they tell records of aborted
+    /// or unfinished transactions apart on a broker that still shows them.
+    #[arg(long, env = "WEIR_PROVENANCE_HEADERS", default_value_t = weir_topology::ProvenanceHeaders::Never)]
     pub provenance_headers: weir_topology::ProvenanceHeaders,
     /// librdkafka setting, repeatable: `-X session.timeout.ms=6000`.
     /// Prefix with `consumer.`, `producer.`, `restore.consumer.` or `admin.`

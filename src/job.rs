@@ -36,7 +36,7 @@ pub struct JobConfig {
     pub kafka: Vec<(String, String)>,
     /// Stream threads (consumer-group members) in this process.
     pub stream_threads: usize,
-    /// Which records carry `weir.run`/`weir.txn` (default: under exactly-once).
+    /// Whether records carry `weir.run`/`weir.txn` (default: never).
     pub provenance_headers: ProvenanceHeaders,
 }
 
@@ -54,7 +54,7 @@ impl JobConfig {
             dedup_retention: Some(DEFAULT_DEDUP_RETENTION),
             kafka: Vec::new(),
             stream_threads: 1,
-            provenance_headers: ProvenanceHeaders::Auto,
+            provenance_headers: ProvenanceHeaders::Never,
         }
     }
 

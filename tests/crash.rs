@@ -6,9 +6,10 @@
 //!
 //! Exactly-once runs on nisshi (durable, transactional). nisshi does not
 //! hide records of aborted or unfinished transactions from `read_committed`
-//! readers, so outputs alone cannot show exactly-once: every record Weir
-//! writes under exactly-once carries `weir.run` and `weir.txn` headers
-//! instead (at-least-once records carry none, and the checker asserts so), and the
+//! readers, so outputs alone cannot show exactly-once: the exactly-once jobs
+//! run with `--provenance-headers always`, so every record they write carries
+//! `weir.run` and `weir.txn` headers (at-least-once jobs run with the
+//! default, no headers, and the checker asserts so), and the
 //! invariant is: nothing lost; no orderId confirmed twice by committed
 //! transactions; every extra confirmation from the last transaction of a
 //! killed run (the one a correct broker aborts and hides). With
@@ -108,9 +109,9 @@ struct Outputs {
     last_txn: BTreeMap<String, u64>,
 }
 
-/// A record's run and transaction. Exactly-once stamps every record with
-/// them; at-least-once stamps none (`weir run`'s default), so its records
-/// all count as one anonymous run.
+/// A record's run and transaction. The exactly-once jobs stamp every record
+/// with them; at-least-once jobs stamp none (`weir run`'s default), so
+/// their records all count as one anonymous run.
 fn provenance(m: &rdkafka::message::OwnedMessage, exactly_once: bool) -> (String, u64) {
     if !exactly_once {
         assert_unstamped(m);
@@ -574,6 +575,7 @@ fn a_fenced_producer_is_recreated_and_a_fencing_loop_stops_with_a_clear_error() 
             let state = dir.path().join(format!("state{i}"));
             let p = weir()
                 .args(["run", "--brokers", &b, "--guarantee", "exactly-once"])
+                .args(provenance_args("exactly-once"))
                 .args(["--instance-id", "same", "--metrics-addr", "127.0.0.1:0"])
                 .args(["--state-dir", state.to_str().unwrap()])
                 .args(["-X", "consumer.session.timeout.ms=6000"])

@@ -679,14 +679,24 @@ fn a_truncated_changelog_restores_what_remains_and_the_job_runs() {
 /// The embedded broker cannot prove exactly-once (it neither hides aborted
 /// records nor stores transactional offsets); this runs the transactional
 /// code path end to end and checks what it can: exact outputs of one run,
-/// every record stamped with its run and transaction.
+/// every record stamped with its run and transaction when asked, and by
+/// default only the changelog's `weir.source.offset`, which restore reads.
 #[test]
-fn exactly_once_runs_its_transactional_path_and_stamps_every_record() {
+fn exactly_once_runs_its_transactional_path_and_stamps_every_record_when_asked() {
+    for stamped in [false, true] {
+        exactly_once_outputs(stamped);
+    }
+}
+
+fn exactly_once_outputs(stamped: bool) {
     let broker = cluster(2);
     let b = broker.bootstrap_servers().to_string();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = job_config(&b, dir.path());
     cfg.guarantee = weir_topology::Guarantee::ExactlyOnce;
+    if stamped {
+        cfg.provenance_headers = weir_topology::ProvenanceHeaders::Always;
+    }
     let job = Job::start(&cfg).unwrap();
     let mut inputs = numbered_orders("x", "e", 40);
     inputs.extend(numbered_orders("x", "e", 10));
@@ -711,12 +721,30 @@ fn exactly_once_runs_its_transactional_path_and_stamps_every_record() {
         40,
         "one entry per order (the expiry index is local)"
     );
-    let mut runs = BTreeSet::new();
-    for m in read_all(&b, CONFIRMED)
+    // Input offsets: 40 orders, 10 duplicates and a poison record.
+    for m in &changelog {
+        let source = header(m, "weir.source.offset").expect("weir.source.offset on the changelog");
+        assert!(
+            (0..51).contains(&source.parse::<i64>().unwrap()),
+            "{source}"
+        );
+    }
+    let outputs = read_all(&b, CONFIRMED)
+        .into_iter()
+        .chain(read_all(&b, DLQ))
+        .collect::<Vec<_>>();
+    assert!(outputs
         .iter()
-        .chain(&read_all(&b, DLQ))
-        .chain(&changelog)
-    {
+        .all(|m| header(m, "weir.source.offset").is_none()));
+    if !stamped {
+        for m in outputs.iter().chain(&changelog) {
+            assert_eq!(header(m, "weir.run"), None, "unstamped by default");
+            assert_eq!(header(m, "weir.txn"), None, "unstamped by default");
+        }
+        return;
+    }
+    let mut runs = BTreeSet::new();
+    for m in outputs.iter().chain(&changelog) {
         runs.insert(header(m, "weir.run").expect("weir.run on every record"));
         header(m, "weir.txn")
             .expect("weir.txn on every record")

@@ -143,7 +143,10 @@ pub fn job_process(brokers: &str, state_dir: &std::path::Path, metrics_port: u16
     job_process_with(brokers, state_dir, metrics_port, "at-least-once", None)
 }
 
-/// [`job_process`] with a chosen guarantee.
+/// [`job_process`] with a chosen guarantee. Exactly-once records are
+/// stamped with `weir.run`/`weir.txn` (`--provenance-headers always`): the
+/// crash tests' checker reads them to tell an unfinished transaction's
+/// records on a broker that shows them.
 pub fn job_process_with(
     brokers: &str,
     state_dir: &std::path::Path,
@@ -159,6 +162,7 @@ pub fn job_process_with(
         weir()
             .args(["run", "--brokers", brokers, "--commit-interval-ms", "100"])
             .args(["--guarantee", guarantee])
+            .args(provenance_args(guarantee))
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--state-dir", state_dir.to_str().unwrap()])
             .args(["-X", "consumer.session.timeout.ms=6000"])
@@ -167,6 +171,16 @@ pub fn job_process_with(
             .spawn()
             .unwrap(),
     )
+}
+
+/// `--provenance-headers always` under exactly-once (see
+/// [`job_process_with`]); nothing, so the default, otherwise.
+pub fn provenance_args(guarantee: &str) -> &'static [&'static str] {
+    if guarantee == "exactly-once" {
+        &["--provenance-headers", "always"]
+    } else {
+        &[]
+    }
 }
 
 /// Runs a command to completion, asserting success; returns its stdout.

@@ -70,7 +70,7 @@ impl Provenance {
     /// every broker stores and every restore reads; and a broker that keeps
     /// headers apart from records pays per header. On nisshi (a row per
     /// header) at-least-once went from 6.0–6.5k to 12.8–14.1k records/s
-    /// without them.
+    /// without them, exactly-once from 6.1–6.3k to 10.3k.
     pub fn headers<'a>(
         &'a self,
         source: Option<&'a [u8]>,
@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn records_carry_the_headers_their_guarantee_needs() {
-        // Exactly-once: the changelog's source offset and the stamps.
+        // Exactly-once, stamped: the changelog's source offset and the stamps.
         let mut eos = Provenance::new("r1".into(), true, true);
         eos.advance();
         assert_eq!(
@@ -472,11 +472,11 @@ mod tests {
             ["weir.source.offset=42", "weir.run=r1", "weir.txn=1"]
         );
         assert_eq!(names(&eos, None), ["weir.run=r1", "weir.txn=1"]);
-        // At-least-once by default: nothing.
+        // At-least-once, by default: nothing.
         let alo = Provenance::new("r1".into(), false, false);
         assert!(names(&alo, Some(b"42")).is_empty());
         assert!(names(&alo, None).is_empty());
-        // Exactly-once without stamps keeps what restore reads.
+        // Exactly-once, by default: what restore reads.
         let bare = Provenance::new("r1".into(), false, true);
         assert_eq!(names(&bare, Some(b"7")), ["weir.source.offset=7"]);
     }

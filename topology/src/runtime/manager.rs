@@ -71,7 +71,7 @@ impl TaskManager {
         )?;
         let provenance = Provenance::new(
             run_id,
-            cfg.provenance_headers.stamped(cfg.guarantee),
+            cfg.provenance_headers.stamped(),
             cfg.guarantee == Guarantee::ExactlyOnce,
         );
         Ok(Self {
