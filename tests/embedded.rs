@@ -680,8 +680,9 @@ fn a_truncated_changelog_restores_what_remains_and_the_job_runs() {
 /// The embedded broker cannot prove exactly-once (it neither hides aborted
 /// records nor stores transactional offsets); this runs the transactional
 /// code path end to end and checks what it can: exact outputs of one run,
-/// every record stamped with its run and transaction when asked, and by
-/// default only the changelog's `weir.source.offset`, which restore reads.
+/// every record stamped with its run and transaction when asked, none of
+/// Weir's headers by default, and each changelog record telling (in its
+/// value) the input offset that caused it, which restore reads.
 #[test]
 fn exactly_once_runs_its_transactional_path_and_stamps_every_record_when_asked() {
     for stamped in [false, true] {
@@ -730,10 +731,13 @@ fn exactly_once_outputs(stamped: bool) {
             .entry((m.partition(), key_of(&m)))
             .or_insert(m.offset());
     }
+    // It tells that offset in its value (restore reads it there), so no
+    // record carries a `weir.source.offset` header.
     for m in &changelog {
-        let source = header(m, "weir.source.offset").expect("weir.source.offset on the changelog");
+        let seen: weir_topology::dedup::SeenEntry =
+            weir_state::typed::decode("", m.payload().unwrap()).unwrap();
         assert_eq!(
-            Some(&source.parse::<i64>().unwrap()),
+            Some(&seen.first_offset),
             first.get(&(m.partition(), key_of(m))),
             "{}",
             key_of(m)
@@ -745,6 +749,7 @@ fn exactly_once_outputs(stamped: bool) {
         .collect::<Vec<_>>();
     assert!(outputs
         .iter()
+        .chain(&changelog)
         .all(|m| header(m, "weir.source.offset").is_none()));
     if !stamped {
         for m in outputs.iter().chain(&changelog) {
@@ -762,6 +767,110 @@ fn exactly_once_outputs(stamped: bool) {
             .unwrap();
     }
     assert_eq!(runs.len(), 1, "one run produced everything");
+}
+
+/// Exactly-once restore skips a changelog record written for an input
+/// offset the group never committed (a killed instance's unfinished
+/// transaction, on a broker that shows such records): the dedup store's
+/// records tell that offset in their value (`SeenEntry::first_offset`),
+/// others (tombstones, values of another shape, older writers) in a
+/// `weir.source.offset` header, which wins where both are there.
+#[test]
+fn exactly_once_restore_skips_changes_whose_input_never_committed() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use weir_topology::dedup::SeenEntry;
+
+    let broker = cluster(1);
+    let b = broker.bootstrap_servers().to_string();
+    // The group committed its input up to offset 10 (exclusive).
+    produce(&b, INPUT, &numbered_orders("in", "in", 10));
+    let group: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "inventory")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(INPUT, 0, Offset::Offset(10))
+        .unwrap();
+    rdkafka::consumer::Consumer::commit(&group, &tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    drop(group);
+
+    // Seen now: within the job's dedup retention (no expiry pass deletes them).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let seen = |offset: i64| {
+        weir_state::typed::encode(
+            "",
+            &SeenEntry {
+                first_seen_ms: now_ms,
+                first_offset: offset,
+            },
+        )
+        .unwrap()
+    };
+    /// Key, value (`None`: a tombstone), `weir.source.offset` header.
+    type Change<'a> = (&'a str, Option<Vec<u8>>, Option<&'a str>);
+    let log: Vec<Change> = vec![
+        ("kept", Some(seen(3)), None),
+        ("uncommitted", Some(seen(10)), None),
+        ("header-wins", Some(seen(12)), Some("4")),
+        ("header-skips", Some(seen(2)), Some("11")),
+        ("other-shape", Some(b"x".to_vec()), Some("5")),
+        ("other-shape-uncommitted", Some(b"y".to_vec()), Some("10")),
+        ("older-writer", Some(b"z".to_vec()), None),
+        // An uncommitted delete of a committed entry: the entry stays.
+        ("kept", None, Some("10")),
+    ];
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .unwrap();
+    for (key, value, source) in &log {
+        let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to("inventory-dedup-changelog")
+            .partition(0)
+            .key(*key);
+        if let Some(v) = value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(s) = source {
+            rec = rec.headers(OwnedHeaders::new().insert(Header {
+                key: "weir.source.offset",
+                value: Some(*s),
+            }));
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = job_config(&b, dir.path());
+    cfg.guarantee = weir_topology::Guarantee::ExactlyOnce;
+    let job = Job::start(&cfg).unwrap();
+    assert!(
+        job.handle().wait_until_running(TIMEOUT),
+        "job restores and runs"
+    );
+    job.stop().unwrap();
+    let (offset, entries) = dedup_partition(dir.path(), 0);
+    assert_eq!(
+        offset,
+        Some(log.len() as i64),
+        "the whole changelog was read"
+    );
+    let keys: Vec<&str> = entries
+        .keys()
+        .map(|k| std::str::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(keys, ["header-wins", "kept", "older-writer", "other-shape"]);
+    assert_eq!(entries[&b"kept"[..]], seen(3));
+    assert!(
+        read_all(&b, CONFIRMED).is_empty(),
+        "nothing past the committed input was processed again"
+    );
 }
 
 #[test]

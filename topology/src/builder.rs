@@ -71,6 +71,14 @@ pub(crate) struct LocalDerivation {
     pub mark: (&'static [u8], &'static [u8]),
 }
 
+/// Reads, from a value an operator wrote to its store, the input offset of
+/// the record that caused the write, where the operator keeps it there (the
+/// dedup operator's [`crate::dedup::SeenEntry::first_offset`]). With it a
+/// changelog record need not carry that offset as a `weir.source.offset`
+/// header (see `runtime::commit::KafkaChangelog`): a header is ~30 bytes on
+/// every record, and a row of its own on a broker that keeps headers apart.
+pub(crate) type SourceOffsetOf = fn(&[u8]) -> Option<i64>;
+
 /// Where failed records go.
 #[derive(Clone)]
 pub(crate) struct DeadLetterRoute {
@@ -84,6 +92,7 @@ pub(crate) struct Graph {
     source: Option<(usize, String, SourceDecoder)>,
     stores: Vec<StoreSpec>,
     local_derivations: HashMap<String, Vec<LocalDerivation>>,
+    value_source_offsets: HashMap<String, SourceOffsetOf>,
     dead_letter: Option<DeadLetterRoute>,
     errors: Vec<String>,
 }
@@ -263,6 +272,7 @@ impl TopologyBuilder {
                 decoder,
                 stores: g.stores,
                 local_derivations: g.local_derivations,
+                value_source_offsets: g.value_source_offsets,
                 dead_letter: g.dead_letter,
                 sink_topics,
             }),
@@ -284,6 +294,7 @@ pub(crate) struct TopologyInner {
     pub decoder: SourceDecoder,
     pub stores: Vec<StoreSpec>,
     pub local_derivations: HashMap<String, Vec<LocalDerivation>>,
+    pub value_source_offsets: HashMap<String, SourceOffsetOf>,
     pub dead_letter: Option<DeadLetterRoute>,
     pub sink_topics: Vec<String>,
 }
@@ -316,6 +327,12 @@ impl Topology {
             .get(store)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// How to read a write's source offset from the values of `store`, when
+    /// its operator keeps it there.
+    pub(crate) fn value_source_offset(&self, store: &str) -> Option<SourceOffsetOf> {
+        self.inner.value_source_offsets.get(store).copied()
     }
 
     /// The changelog topic of a store: `<application-id>-<store>-changelog`.
@@ -577,6 +594,15 @@ impl<K: Data, V: Data> KStream<K, V> {
             .entry(store.to_string())
             .or_default()
             .push(derivation);
+    }
+
+    /// Registers how the values an operator writes to `store` tell the
+    /// input offset that caused each write.
+    pub(crate) fn set_value_source_offset(&self, store: &str, read: SourceOffsetOf) {
+        self.graph
+            .borrow_mut()
+            .value_source_offsets
+            .insert(store.to_string(), read);
     }
 
     pub(crate) fn add_node<K2: Data, V2: Data>(

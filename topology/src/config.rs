@@ -56,8 +56,9 @@ impl std::fmt::Display for Guarantee {
 /// there is nothing to tell apart. Otherwise they are ~30 bytes on every
 /// record and, on a broker that stores headers apart, a write each
 /// (nisshi, exactly-once: 6.1–6.3k records/s with them, 10.3k without).
-/// Exactly-once changelog records carry `weir.source.offset` either way:
-/// restore reads it.
+/// Exactly-once changelog records tell their input offset either way
+/// (restore reads it): the dedup store's in their values, others in a
+/// `weir.source.offset` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProvenanceHeaders {
     /// No record is stamped.

@@ -93,6 +93,17 @@ fn index_entry_of(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
     Some(index_key(seen.first_seen_ms, key))
 }
 
+/// The source offset of a seen entry's write: its first offset (the
+/// operator writes an entry only for the record it passes, at that record's
+/// offset). Lets exactly-once changelog records go without a
+/// `weir.source.offset` header; on nisshi (a row per header) that header
+/// alone cost ~20% of exactly-once throughput.
+fn first_offset_of(value: &[u8]) -> Option<i64> {
+    weir_state::typed::decode::<SeenEntry>("", value)
+        .ok()
+        .map(|seen| seen.first_offset)
+}
+
 type KeyFn<K, V> = Arc<dyn Fn(&Record<K, V>) -> Option<Vec<u8>> + Send + Sync>;
 
 struct DedupNode<K, V> {
@@ -327,6 +338,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 },
             );
         }
+        self.set_value_source_offset(store, first_offset_of);
         let key_fn: KeyFn<K, V> = Arc::new(key_fn);
         let store_name = store.to_string();
         self.add_node(
@@ -358,6 +370,20 @@ mod tests {
     };
 
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_seen_entry_tells_its_first_offset_and_other_values_tell_nothing() {
+        let seen = SeenEntry {
+            first_seen_ms: 5,
+            first_offset: 1234,
+        };
+        let value = weir_state::typed::encode("", &seen).unwrap();
+        assert_eq!(first_offset_of(&value), Some(1234));
+        assert_eq!(first_offset_of(b"seen"), None);
+        assert_eq!(first_offset_of(b""), None);
+        // Trailing bytes: another shape, not a seen entry.
+        assert_eq!(first_offset_of(&[value.as_slice(), b"x"].concat()), None);
+    }
 
     fn topology() -> Topology {
         let b = TopologyBuilder::new();

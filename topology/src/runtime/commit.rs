@@ -8,6 +8,7 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_state::{ChangelogSink, StateError, StoreTransaction};
 
+use crate::builder::SourceOffsetOf;
 use crate::kafka::producer::{self, WeirProducer, KIND_CHANGELOG};
 use crate::record::Headers;
 use crate::runtime::context::StreamContext;
@@ -35,8 +36,9 @@ pub(crate) struct Provenance {
     /// Every produced record carries `weir.run` and `weir.txn`
     /// ([`crate::ProvenanceHeaders`]).
     stamp: bool,
-    /// Changelog records carry `weir.source.offset`: exactly-once restore
-    /// reads it; at-least-once restore applies every record and never does.
+    /// Changelog records tell their source offset (`weir.source.offset`,
+    /// unless the value tells it): exactly-once restore reads it;
+    /// at-least-once restore applies every record and never does.
     pub source_offsets: bool,
 }
 
@@ -90,11 +92,30 @@ impl Provenance {
     }
 }
 
+/// Whether a changelog record carries `weir.source.offset`: where records
+/// tell their source offset at all (exactly-once), unless its value tells
+/// the same offset through `read` (restore reads it there). Checked per
+/// record: a tombstone, or a value of another shape written to the same
+/// store, still gets the header.
+fn source_header_needed(
+    source_offsets: bool,
+    value: Option<&[u8]>,
+    source_offset: i64,
+    read: Option<SourceOffsetOf>,
+) -> bool {
+    source_offsets
+        && value
+            .zip(read)
+            .is_none_or(|(v, read)| read(v) != Some(source_offset))
+}
+
 struct KafkaChangelog<'a> {
     producer: &'a WeirProducer,
     topic: &'a str,
     partition: i32,
     provenance: &'a Provenance,
+    /// How the store's values tell their write's source offset, if they do.
+    value_source_offset: Option<SourceOffsetOf>,
     /// The producer's own error, kept whole: a refused send is a Kafka
     /// problem (retry, or a new producer), not a broken store.
     failure: Option<TopologyError>,
@@ -108,11 +129,14 @@ impl ChangelogSink for KafkaChangelog<'_> {
         source_offset: i64,
     ) -> Result<(), StateError> {
         let mut digits = [0u8; 20];
-        // Formatted only where the record will carry it (exactly-once).
-        let source = self
-            .provenance
-            .source_offsets
-            .then(|| decimal(source_offset, &mut digits));
+        // Formatted only where the record will carry it.
+        let source = source_header_needed(
+            self.provenance.source_offsets,
+            value,
+            source_offset,
+            self.value_source_offset,
+        )
+        .then(|| decimal(source_offset, &mut digits));
         let (extra, n) = self.provenance.headers(source);
         producer::send(
             self.producer,
@@ -137,14 +161,17 @@ impl ChangelogSink for KafkaChangelog<'_> {
 }
 
 /// Hands one store partition's changelog records to the producer: `log`
-/// is a store transaction's (or frozen writes') `log_changes`. Each record
-/// carries the input offset that caused it and the run's provenance.
+/// is a store transaction's (or frozen writes') `log_changes`. Under
+/// exactly-once each record tells the input offset that caused it (in its
+/// value, where `value_source_offset` reads it there, else a header); when
+/// stamped, it carries the run's provenance.
 pub(crate) fn send_changelog(
     producer: &WeirProducer,
     topic: &str,
     partition: i32,
     provenance: &Provenance,
     task: &str,
+    value_source_offset: Option<SourceOffsetOf>,
     log: impl FnOnce(&mut dyn ChangelogSink) -> Result<(), StateError>,
 ) -> Result<(), TopologyError> {
     let mut sink = KafkaChangelog {
@@ -152,6 +179,7 @@ pub(crate) fn send_changelog(
         topic,
         partition,
         provenance,
+        value_source_offset,
         failure: None,
     };
     log(&mut sink).map_err(|source| {
@@ -368,6 +396,7 @@ pub(crate) fn commit(
                 topic: topic.clone(),
                 partition: task.partition,
                 writes,
+                value_source_offset: task.value_source_offsets.get(store).copied(),
             });
         }
     }
@@ -479,5 +508,31 @@ mod tests {
         // Exactly-once, by default: what restore reads.
         let bare = Provenance::new("r1".into(), false, true);
         assert_eq!(names(&bare, Some(b"7")), ["weir.source.offset=7"]);
+    }
+
+    #[test]
+    fn the_source_offset_header_is_left_out_only_where_the_value_tells_the_same_offset() {
+        // A store whose values are the offset, as text.
+        let read: SourceOffsetOf = |v| std::str::from_utf8(v).ok()?.parse().ok();
+        let needed = |eos, value: Option<&[u8]>, read| source_header_needed(eos, value, 7, read);
+        assert!(!needed(true, Some(b"7"), Some(read)), "the value tells it");
+        assert!(
+            needed(true, Some(b"8"), Some(read)),
+            "the value tells another"
+        );
+        assert!(
+            needed(true, Some(b"x"), Some(read)),
+            "a value of another shape"
+        );
+        assert!(needed(true, None, Some(read)), "a tombstone has no value");
+        assert!(
+            needed(true, Some(b"7"), None),
+            "a store whose values do not tell"
+        );
+        assert!(
+            !needed(false, Some(b"8"), Some(read)),
+            "at-least-once: never"
+        );
+        assert!(!needed(false, None, None), "at-least-once: never");
     }
 }

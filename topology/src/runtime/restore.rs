@@ -26,9 +26,11 @@
 //! replay of a tail (what the store had not flushed) derives them record by
 //! record, since an operator's pass over the whole store would cost more.
 //!
-//! What restore trusts, under exactly-once: a changelog record whose
-//! `weir.source.offset` is at or past the input partition's committed
-//! offset belongs to a transaction that never committed (its input offsets
+//! What restore trusts, under exactly-once: a changelog record written for
+//! an input offset (its `weir.source.offset` header, or for stores whose
+//! values tell it, such as the dedup store's, its value) at or past the
+//! input partition's committed offset belongs to a transaction that never
+//! committed (its input offsets
 //! would have committed with it), so it is skipped. A correct broker hides
 //! such records from `read_committed` readers anyway; some brokers do not,
 //! and a killed instance's unfinished transaction must not mark an order
@@ -43,7 +45,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_state::{KeyValueStore, WriteBatch};
 
-use crate::builder::LocalDerivation;
+use crate::builder::{LocalDerivation, SourceOffsetOf};
 use crate::kafka::batch::BatchReader;
 use crate::kafka::client::{config, Client};
 use crate::runtime::task::Task;
@@ -93,15 +95,31 @@ impl Plan {
 }
 
 /// Whether restore applies a changelog record written for the input offset
-/// `source` (its `weir.source.offset` header). Under exactly-once
+/// `source` (see [`source_offset`]). Under exactly-once
 /// (`trust_below` = the input's committed offset) a record at or past it
-/// belongs to a transaction that never committed. Records without the
-/// header (older writers) are applied.
+/// belongs to a transaction that never committed. Records that tell no
+/// offset (older writers) are applied.
 fn trusted(source: Option<i64>, trust_below: Option<i64>) -> bool {
     match (source, trust_below) {
         (Some(s), Some(limit)) => s < limit,
         _ => true,
     }
+}
+
+/// The input offset a changelog record was written for: its
+/// `weir.source.offset` header when it has one, else what its value tells
+/// (stores whose operator keeps the offset in the value: the sink leaves the
+/// header out only when the value tells the same offset).
+fn source_offset(
+    m: &crate::kafka::batch::Record<'_>,
+    value_source_offset: Option<SourceOffsetOf>,
+) -> Option<i64> {
+    if let Some(v) = m.header(SOURCE_OFFSET_HEADER) {
+        return std::str::from_utf8(v).ok()?.parse().ok();
+    }
+    value_source_offset
+        .zip(m.payload())
+        .and_then(|(read, v)| read(v))
 }
 
 /// Changelog records per batch handed to the writer: large enough that a
@@ -143,6 +161,8 @@ struct Job {
     started: Instant,
     /// How the store's local entries come back.
     derivations: Vec<LocalDerivation>,
+    /// How the store's values tell their write's source offset, if they do.
+    value_source_offset: Option<SourceOffsetOf>,
     /// A tail replay (the store had a checkpoint in the changelog's range):
     /// derive per record; otherwise write the marks with the first batch.
     tail: bool,
@@ -312,6 +332,7 @@ impl Restorer {
                     .get(store)
                     .cloned()
                     .unwrap_or_default(),
+                value_source_offset: task.value_source_offsets.get(store).copied(),
                 tail: recorded.is_some() && !plan.wipe && plan.lost.is_none(),
                 marked: false,
                 suspect: false,
@@ -423,9 +444,7 @@ impl Restorer {
                 }
                 job.position = m.offset() + 1;
                 if job.trust_below.is_some() {
-                    let source = m
-                        .header(SOURCE_OFFSET_HEADER)
-                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+                    let source = source_offset(&m, job.value_source_offset);
                     if !trusted(source, job.trust_below) {
                         job.skipped += 1;
                         return;

@@ -38,6 +38,7 @@ use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 use weir_state::FrozenWrites;
 
+use crate::builder::SourceOffsetOf;
 use crate::kafka::producer::{self, WeirProducer, KIND_DEAD_LETTER, KIND_OUTPUT};
 use crate::record::OutputRecord;
 use crate::runtime::commit::{kafka, send_changelog, Provenance};
@@ -57,6 +58,8 @@ pub(crate) struct FrozenLog {
     pub topic: String,
     pub partition: i32,
     pub writes: FrozenWrites,
+    /// How the store's values tell their write's source offset, if they do.
+    pub value_source_offset: Option<SourceOffsetOf>,
 }
 
 /// Exactly-once: the input offsets an interval's transaction commits, and
@@ -434,6 +437,7 @@ fn send_logs(
             log.partition,
             provenance,
             &log.task,
+            log.value_source_offset,
             |sink| log.writes.log_changes(sink),
         )
     })
@@ -574,6 +578,7 @@ mod tests {
             topic: "log".into(),
             partition: 0,
             writes: tx.freeze().expect("writes"),
+            value_source_offset: None,
         }]
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use weir_state::{RocksDbStore, StoreTransaction};
 
-use crate::builder::LocalDerivation;
+use crate::builder::{LocalDerivation, SourceOffsetOf};
 use crate::task::TaskCore;
 use crate::{StreamsConfig, Topology, TopologyError};
 
@@ -26,6 +26,9 @@ pub(crate) struct Task {
     pub changelogs: HashMap<String, String>,
     /// What restore derives per store (local index entries).
     pub local_derivations: HashMap<String, Vec<LocalDerivation>>,
+    /// Per store whose values tell their write's source offset: how to
+    /// read it (changelog records of such writes carry no header for it).
+    pub value_source_offsets: HashMap<String, SourceOffsetOf>,
     /// Offset after the last processed record.
     pub next_offset: Option<i64>,
     /// Last committed offset (from the group at assignment, then ours).
@@ -45,6 +48,7 @@ impl Task {
         let mut stores = HashMap::new();
         let mut changelogs = HashMap::new();
         let mut local_derivations = HashMap::new();
+        let mut value_source_offsets = HashMap::new();
         for spec in topology.stores() {
             let path = cfg
                 .state_dir
@@ -59,6 +63,9 @@ impl Task {
             })?;
             stores.insert(spec.name.clone(), StoreTransaction::new(Box::new(store)));
             local_derivations.insert(spec.name.clone(), topology.local_derivations(&spec.name));
+            if let Some(read) = topology.value_source_offset(&spec.name) {
+                value_source_offsets.insert(spec.name.clone(), read);
+            }
             if spec.changelog {
                 changelogs.insert(
                     spec.name.clone(),
@@ -72,6 +79,7 @@ impl Task {
             state: TaskState::Restoring,
             changelogs,
             local_derivations,
+            value_source_offsets,
             next_offset: None,
             committed: None,
             rewind_to: None,
