@@ -30,11 +30,11 @@
 //! an input offset (its `weir.source.offset` header, or for stores whose
 //! values tell it, such as the dedup store's, its value) at or past the
 //! input partition's committed offset belongs to a transaction that never
-//! committed (its input offsets
-//! would have committed with it), so it is skipped. A correct broker hides
-//! such records from `read_committed` readers anyway; some brokers do not,
-//! and a killed instance's unfinished transaction must not mark an order
-//! "seen" whose confirmation was aborted. Under at-least-once every record
+//! committed (its input offsets would have committed with it), so it is
+//! skipped. A correct broker hides such records from `read_committed`
+//! readers anyway; some brokers do not, and a killed instance's unfinished
+//! transaction must not mark an order "seen" whose confirmation was
+//! aborted. Under at-least-once every record
 //! is applied: its output was delivered before it was written.
 
 use std::collections::{BTreeMap, HashMap};
