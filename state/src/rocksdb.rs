@@ -129,6 +129,13 @@ impl RocksDbStore {
         // Without a WAL, only flushes persist: data and meta must be
         // flushed as one, or a crash could keep an offset whose data was lost.
         db_opts.set_atomic_flush(true);
+        // RocksDB loads a DB's table files at open on up to 16 threads,
+        // started and joined per column family even when there are no files:
+        // 32 thread starts per store partition. Partitions open on
+        // `weir-open` threads already, and one has few files. Measured with
+        // 131 fresh partitions opened one after another on tmpfs: 0.26 s →
+        // 0.20 s.
+        db_opts.set_max_file_opening_threads(1);
         let mut data_opts = Options::default();
         data_opts.set_write_buffer_size(options.write_buffer_size);
         data_opts.set_max_write_buffer_number(options.max_write_buffer_number);
