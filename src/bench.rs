@@ -139,6 +139,43 @@ pub struct Row {
     pub rate: f64,
     /// Ratio against the reference figure of its group (raw pipe, raw read).
     pub ratio: Option<f64>,
+    /// Throughput runs: seconds from start to the first record processed
+    /// (clients, group join, store opening).
+    pub first_record_s: Option<f64>,
+    /// Throughput runs: records/s between 10% and 90% of the input
+    /// processed, without start-up and the final commit.
+    pub steady_rate: Option<f64>,
+    /// `steady_rate` against the reference's.
+    pub steady_ratio: Option<f64>,
+}
+
+/// When a throughput run's first record, 10% and 90% of its records were
+/// processed: its start-up and its steady rate apart from the whole run's.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timeline {
+    first: Option<f64>,
+    tenth: Option<f64>,
+    ninetieth: Option<f64>,
+}
+
+impl Timeline {
+    /// Notes `done` of `total` records processed at `at` seconds.
+    fn note(&mut self, done: u64, total: u64, at: f64) {
+        let mark = |slot: &mut Option<f64>, share: u64| {
+            if slot.is_none() && done * 10 >= total * share && done > 0 {
+                *slot = Some(at);
+            }
+        };
+        mark(&mut self.first, 0);
+        mark(&mut self.tenth, 1);
+        mark(&mut self.ninetieth, 9);
+    }
+
+    /// Records/s between 10% and 90% of `total`.
+    fn steady_rate(&self, total: u64) -> Option<f64> {
+        let (a, b) = (self.tenth?, self.ninetieth?);
+        (b > a).then(|| 0.8 * total as f64 / (b - a))
+    }
 }
 
 /// The whole report.
@@ -146,8 +183,10 @@ pub struct Row {
 pub struct Report {
     /// Broker the figures came from.
     pub broker: String,
-    /// Cores and memory of the machine.
+    /// Cores, their model and memory of the machine.
     pub machine: String,
+    /// The Kafka client library of every Weir-side client.
+    pub librdkafka: String,
     /// Input records (orders, duplicates, poison).
     pub input_records: u64,
     /// Input partitions.
@@ -199,7 +238,19 @@ pub fn machine() -> String {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| format!("{:.1} GiB", kb as f64 / 1048576.0))
         .unwrap_or_default();
-    format!("{cores} cores, {mem}")
+    // The cores' model: figures from machines of one size differ by up
+    // to 2× between CPU models (Quix Streams' rate from 25k to 51k
+    // records/s between two sessions' machines).
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| format!(" ({})", m.trim()))
+        })
+        .unwrap_or_default();
+    format!("{cores} cores{model}, {mem}")
 }
 
 /// Runs every measurement; `progress` hears what is going on.
@@ -229,17 +280,21 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
         // broker the first pass after filling the input ran ~30% slower than
         // the next two, in its steady state (not its start), on a fresh
         // output topic too; the jobs, which run after it, never paid that.
-        let mut secs = f64::INFINITY;
+        let mut best = (f64::INFINITY, Timeline::default());
         for attempt in 0..3 {
-            secs = secs.min(raw_pipe(cfg, total, attempt)?);
+            let run = raw_pipe(cfg, total, attempt)?;
+            if run.0 < best.0 {
+                best = run;
+            }
         }
-        rows.push(row(
+        let reference = timed_row(
             "raw consume → produce pipe, best of 3 (the limit)",
             total,
-            secs,
+            best,
             None,
-        ));
-        raw = Some(secs);
+        );
+        rows.push(reference.clone());
+        raw = Some(reference);
     }
 
     let mut max_rate = std::collections::HashMap::new();
@@ -249,9 +304,14 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
     ] {
         if on(step) {
             progress(&format!("weir {g}"));
-            let secs = weir_run(cfg, m, g, total, true)?;
-            rows.push(row(&format!("weir inventory, {g}"), total, secs, raw));
-            max_rate.insert(m, total as f64 / secs);
+            let run = weir_run(cfg, m, g, total, true)?;
+            rows.push(timed_row(
+                &format!("weir inventory, {g}"),
+                total,
+                run,
+                raw.as_ref(),
+            ));
+            max_rate.insert(m, total as f64 / run.0);
         }
     }
 
@@ -291,6 +351,7 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
     Ok(Report {
         broker: cfg.broker_name.clone(),
         machine: machine(),
+        librdkafka: rdkafka::util::get_rdkafka_version().1,
         input_records: total,
         partitions: cfg.partitions,
         rows,
@@ -315,10 +376,28 @@ fn row(name: &str, records: u64, seconds: f64, reference: Option<f64>) -> Row {
         seconds,
         rate,
         ratio: reference.map(|ref_secs| ref_secs / seconds.max(1e-9)),
+        first_record_s: None,
+        steady_rate: None,
+        steady_ratio: None,
     }
 }
 
-fn raw_pipe(cfg: &BenchConfig, total: u64, attempt: u32) -> Result<f64, BenchError> {
+/// A throughput row, with its start-up and steady rate (and their ratios
+/// against the reference row's).
+fn timed_row(name: &str, records: u64, run: (f64, Timeline), reference: Option<&Row>) -> Row {
+    let (seconds, timeline) = run;
+    let steady_rate = timeline.steady_rate(records);
+    Row {
+        first_record_s: timeline.first,
+        steady_rate,
+        steady_ratio: steady_rate
+            .zip(reference.and_then(|r| r.steady_rate))
+            .map(|(a, b)| a / b),
+        ..row(name, records, seconds, reference.map(|r| r.seconds))
+    }
+}
+
+fn raw_pipe(cfg: &BenchConfig, total: u64, attempt: u32) -> Result<(f64, Timeline), BenchError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         // A group of its own per attempt: each reads the input from the start.
@@ -340,6 +419,7 @@ fn raw_pipe(cfg: &BenchConfig, total: u64, attempt: u32) -> Result<f64, BenchErr
     let started = Instant::now();
     consumer.subscribe(&["bench-in"])?;
     let mut n = 0u64;
+    let mut timeline = Timeline::default();
     while n < total {
         if started.elapsed() > cfg.timeout {
             return Err(BenchError::Timeout("the raw pipe".into(), cfg.timeout));
@@ -367,6 +447,10 @@ fn raw_pipe(cfg: &BenchConfig, total: u64, attempt: u32) -> Result<f64, BenchErr
             }
         }
         n += 1;
+        // Three marks per run: a clock read only near them.
+        if n == 1 || n == total.div_ceil(10) || n == (total * 9).div_ceil(10) {
+            timeline.note(n, total, started.elapsed().as_secs_f64());
+        }
     }
     // Not `producer.flush`: with a threaded producer it waits in 100 ms
     // slices, which would charge the limit for up to 0.1 s it did not use.
@@ -377,7 +461,7 @@ fn raw_pipe(cfg: &BenchConfig, total: u64, attempt: u32) -> Result<f64, BenchErr
         std::thread::sleep(Duration::from_millis(1));
     }
     consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)?;
-    Ok(started.elapsed().as_secs_f64())
+    Ok((started.elapsed().as_secs_f64(), timeline))
 }
 
 fn job_config(cfg: &BenchConfig, mode: &str, g: Guarantee) -> JobConfig {
@@ -408,24 +492,31 @@ fn weir_run(
     g: Guarantee,
     total: u64,
     stop: bool,
-) -> Result<f64, BenchError> {
+) -> Result<(f64, Timeline), BenchError> {
     let started = Instant::now();
     let job = Job::start(&job_config(cfg, mode, g)).map_err(|e| BenchError::Job(e.to_string()))?;
     let status = job.handle().status();
+    let mut timeline = Timeline::default();
     while status.records_committed() < total {
+        timeline.note(
+            status.records_processed(),
+            total,
+            started.elapsed().as_secs_f64(),
+        );
         if let Some(e) = status.error() {
             return Err(BenchError::Job(e));
         }
         if started.elapsed() > cfg.timeout {
             return Err(BenchError::Timeout(format!("weir {g}"), cfg.timeout));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Fine enough to time the 10% and 90% marks of a short run.
+        std::thread::sleep(Duration::from_millis(1));
     }
     let secs = started.elapsed().as_secs_f64();
     if stop {
         job.stop().map_err(|e| BenchError::Job(e.to_string()))?;
     }
-    Ok(secs)
+    Ok((secs, timeline))
 }
 
 /// The restore step of one guarantee's run: the best of three raw reads of
@@ -831,8 +922,8 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
 /// The report as a markdown table.
 pub fn markdown(r: &Report) -> String {
     let mut s = format!(
-        "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison). Stream threads per job: {}.\n\n",
-        r.broker, r.machine, r.input_records, r.partitions, r.stream_threads
+        "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison). Stream threads per job: {}. librdkafka {}.\n\n",
+        r.broker, r.machine, r.input_records, r.partitions, r.stream_threads, r.librdkafka
     );
     if let Some(ms) = r.commit_interval_ms {
         s.push_str(&format!(
@@ -845,17 +936,22 @@ pub fn markdown(r: &Report) -> String {
             r.job_kafka.join("`, `")
         ));
     }
+    s.push_str("Throughput runs end when their input is committed (lag 0), start-up included; their steady rate is the records between 10% and 90% of the input processed over the time between, without start-up and the last commit.\n\n");
     s.push_str(
-        "| measurement | records | seconds | records/s | ratio |\n|---|---:|---:|---:|---:|\n",
+        "| measurement | records | seconds | records/s | ratio | start → first record s | steady records/s | steady ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let or_dash = |x: Option<String>| x.unwrap_or_else(|| "—".into());
     for row in r.rows.iter() {
-        let ratio = row
-            .ratio
-            .map(|x| format!("{x:.2}×"))
-            .unwrap_or_else(|| "—".into());
         s.push_str(&format!(
-            "| {} | {} | {:.2} | {:.0} | {ratio} |\n",
-            row.name, row.records, row.seconds, row.rate
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} |\n",
+            row.name,
+            row.records,
+            row.seconds,
+            row.rate,
+            or_dash(row.ratio.map(|x| format!("{x:.2}×"))),
+            or_dash(row.first_record_s.map(|x| format!("{x:.2}"))),
+            or_dash(row.steady_rate.map(|x| format!("{x:.0}"))),
+            or_dash(row.steady_ratio.map(|x| format!("{x:.2}×"))),
         ));
     }
     for note in &r.notes {
@@ -878,4 +974,37 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timeline;
+
+    #[test]
+    fn a_timeline_marks_the_first_record_and_the_steady_window() {
+        let mut t = Timeline::default();
+        t.note(0, 1000, 0.5);
+        assert!(t.first.is_none() && t.steady_rate(1000).is_none());
+        for (done, at) in [
+            (1, 1.0),
+            (50, 1.5),
+            (100, 2.0),
+            (500, 3.0),
+            (900, 4.0),
+            (1000, 9.0),
+        ] {
+            t.note(done, 1000, at);
+        }
+        assert_eq!(
+            (t.first, t.tenth, t.ninetieth),
+            (Some(1.0), Some(2.0), Some(4.0))
+        );
+        // 800 records between 10% and 90%, in 2 s.
+        assert_eq!(t.steady_rate(1000), Some(400.0));
+        // A poll that jumps past both marks leaves no window to rate.
+        let mut jump = Timeline::default();
+        jump.note(1000, 1000, 1.0);
+        assert_eq!(jump.first, Some(1.0));
+        assert!(jump.steady_rate(1000).is_none());
+    }
 }
