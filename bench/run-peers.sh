@@ -21,7 +21,10 @@
 # has one per process) and adds -threadsN to the file name. QUIX_PROCESSES
 # > 1 runs that many copies of the Quix job in one consumer group, as Quix
 # Streams scales out (the same cores as Weir's threads), and adds -quixN;
-# their rate is the input's records over the slowest copy's time.
+# their rate is the input's records over the slowest copy's time. Both jobs'
+# runs end at the commit that covers their last input record; the table
+# also gives each job's steady rate (start-up and the end left out) and the
+# Quix Streams, Python and client versions.
 # Installs what it needs (nisshi through scripts/nisshi.sh, quixstreams from
 # PyPI).
 set -euo pipefail
@@ -100,18 +103,16 @@ N="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['input_reco
 OUTPUTS="$(python3 -c "import sys; n=int(sys.argv[1]); print(n + round(n * 0.01))" "$ORDERS")"
 for g in at-least-once exactly-once; do
   echo "  … quixstreams, $g, $QUIX_PROCESSES process(es)"
-  if [ "$QUIX_PROCESSES" = 1 ]; then
-    UNTIL=(--expect "$N")
-  else
-    UNTIL=(--until-outputs "$OUTPUTS")
-  fi
-  # All copies past their imports before any joins the group.
+  # All copies past their imports before any joins the group; none leaves
+  # before all are done (bench/peers/quix_inventory.py).
   START_AT="$(python3 -c 'import time; print(time.time() + 5)')"
-  [ "$QUIX_PROCESSES" = 1 ] || UNTIL+=(--start-at "$START_AT")
+  BARRIER="$WORK/barrier-$g"
+  mkdir -p "$BARRIER"
   PIDS=()
   for i in $(seq 1 "$QUIX_PROCESSES"); do
     python3 bench/peers/quix_inventory.py --brokers "$B" --guarantee "$g" \
-      "${UNTIL[@]}" --out "$WORK/quix-$g-$i.json" "${QUIX[@]}" 2> >(grep -v -i -E 'deprecat|httpx2' >&2) &
+      --outputs "$OUTPUTS" --copies "$QUIX_PROCESSES" --barrier "$BARRIER" --start-at "$START_AT" \
+      --out "$WORK/quix-$g-$i.json" "${QUIX[@]}" 2> >(grep -v -i -E 'deprecat|httpx2' >&2) &
     PIDS+=($!)
   done
   for pid in "${PIDS[@]}"; do wait "$pid"; done
@@ -120,19 +121,28 @@ done
 python3 - "$WORK" "$OUT" "$NAME" "$QUIX_PROCESSES" "$N" <<'PY'
 import json, sys
 work, out, name, procs, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+from importlib.metadata import version
+import platform
+versions = f"{version('quixstreams')} (Python {platform.python_version()}, confluent-kafka {version('confluent-kafka')}, rocksdict {version('rocksdict')})"
 weir = json.load(open(f"{work}/weir/results.json"))
 quix = {}
 for g in ["at-least-once", "exactly-once"]:
     copies = [json.load(open(f"{work}/quix-{g}-{i}.json")) for i in range(1, procs + 1)]
     seconds = max(c["seconds"] for c in copies)
-    quix[g] = {"processes": procs, "copies": copies, "records": n, "seconds": seconds, "rate": n / seconds}
-rate = {r["name"]: r["rate"] for r in weir["rows"]}
+    # Every copy's watcher saw the same output topics: their mean.
+    steady = sum(c["steady_seconds"] for c in copies) / len(copies)
+    quix[g] = {"processes": procs, "copies": copies, "records": n, "seconds": seconds, "rate": n / seconds,
+               "steady_rate": 0.8 * n / steady}
+rows = {r["name"]: r for r in weir["rows"]}
 peer = []
 for g in quix:
-    w = rate[f"weir inventory, {g}"]
-    q = quix[g]["rate"]
-    peer.append({"guarantee": g, "weir_rate": w, "quix_rate": q, "weir_over_quix": w / q, "quix_processes": procs, "quix_copies": quix[g]["copies"]})
+    w, q = rows[f"weir inventory, {g}"], quix[g]
+    peer.append({"guarantee": g, "weir_rate": w["rate"], "quix_rate": q["rate"], "weir_over_quix": w["rate"] / q["rate"],
+                 "weir_steady_rate": w["steady_rate"], "quix_steady_rate": q["steady_rate"],
+                 "weir_over_quix_steady": w["steady_rate"] / q["steady_rate"],
+                 "quix_processes": procs, "quix_copies": q["copies"]})
 weir["peer"] = peer
+weir["peer_versions"] = versions
 weir["broker"] = name
 md = open(f"{work}/weir/results.md").read()
 md = "\n".join(
@@ -140,11 +150,14 @@ md = "\n".join(
     if l.startswith("Broker: ") else l
     for l in md.split("\n")
 )
-md += "\nThe peer: the same dedup + route job in Quix Streams (bench/peers/quix_inventory.py), same broker and input, start-up included for both"
-md += f"; Weir: one process, {weir['stream_threads']} stream thread(s); Quix Streams: {procs} process(es) in one consumer group:\n\n"
-md += "| guarantee | Weir records/s | Quix Streams records/s | Weir / Quix |\n|---|---:|---:|---:|\n"
+md += f"\nThe peer: the same dedup + route job in Quix Streams {versions} (bench/peers/quix_inventory.py), same broker and input"
+md += f"; Weir: one process, {weir['stream_threads']} stream thread(s); Quix Streams: {procs} process(es) in one consumer group."
+md += " Both runs end at the commit that covers the last input record, each at its own commit interval (1 s at-least-once, 100 ms exactly-once), start-up included;"
+md += " the steady rate leaves start-up and the end out (Weir: records processed between 10% and 90% of the input; Quix Streams: its outputs between 10% and 90%, sampled every 50 ms):\n\n"
+md += "| guarantee | Weir records/s | Quix Streams records/s | Weir / Quix | Weir steady | Quix Streams steady | Weir / Quix steady |\n|---|---:|---:|---:|---:|---:|---:|\n"
 for p in peer:
-    md += f"| {p['guarantee']} | {p['weir_rate']:.0f} | {p['quix_rate']:.0f} | {p['weir_over_quix']:.1f}× |\n"
+    md += (f"| {p['guarantee']} | {p['weir_rate']:.0f} | {p['quix_rate']:.0f} | {p['weir_over_quix']:.1f}× "
+           f"| {p['weir_steady_rate']:.0f} | {p['quix_steady_rate']:.0f} | {p['weir_over_quix_steady']:.1f}× |\n")
 open(out + ".md", "w").write(md)
 json.dump(weir, open(out + ".json", "w"), indent=2)
 print(md)

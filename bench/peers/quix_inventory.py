@@ -4,22 +4,32 @@ drop orderIds seen before (RocksDB state with a changelog topic), confirmed
 orders to one topic, undecodable/invalid ones to a dead-letter topic.
 
     python3 bench/peers/quix_inventory.py --brokers HOST:PORT \
-        --guarantee exactly-once --expect N --out result.json
+        --guarantee exactly-once --outputs M --out result.json
 
-Runs until it has processed N input records, then prints and writes
-{"records": N, "seconds": ..., "rate": ...} (start-up included, as for Weir).
+Runs until every input record is processed and committed, then prints and
+writes {"records": ..., "seconds": ..., "rate": ..., "steady_seconds": ...}.
+M is how many records the confirmed and dead-letter topics hold at the end
+(every input order or poison record gives exactly one). The run ends as
+Weir's does in `weir bench`: at the commit that covers the last input
+record, each at its own commit interval (1 s at-least-once, 100 ms
+exactly-once, as Weir's defaults); start-up is included. A watcher thread
+samples the output topics every 50 ms (one ListOffsets request) to tell
+when all M are there and when they passed 10% and 90% of M:
+"steady_seconds" is the time between, the run without its start-up and
+its end (`weir bench` times Weir's records processed over the same share).
+A commit hook (Quix Streams' ProcessingContext.commit_checkpoint) notes the
+offsets each commit covered; the copy stops once every partition it owns
+is committed up to the input's end offsets, read before the run.
 
 Quix Streams scales out by processes (one thread each). To compare on the
-same cores as Weir with several stream threads, start several copies with
---until-outputs M instead of --expect (same consumer group, each with a
-share of the partitions): each stops once the confirmed and dead-letter
-topics together hold M records (every input order or poison record gives
-exactly one), which it checks every 100 ms; "records" is then what this
-copy processed (the copies' figures add up), and "seconds" runs until the
-copy has stopped. --start-at makes copies start together: one joining
-while another commits fails that commit (REBALANCE_IN_PROGRESS), which
-stops a Quix Streams application; the same failure of the last commit, as
-the first copy to stop leaves, is recorded ("final_commit_error"), not fatal.
+same cores as Weir with several stream threads, start several copies (same
+consumer group, each with a share of the partitions): "records" is then
+what this copy processed (the copies' figures add up), and "seconds" runs
+until its last commit; the run's time is the slowest copy's. --start-at
+makes copies start together: one joining while another commits fails that
+commit (REBALANCE_IN_PROGRESS), which stops a Quix Streams application; the
+copies wait for each other at the end (--copies N --barrier DIR): a copy
+leaving starts a rebalance, which a sibling's last commit must not meet.
 
 Quix Streams creates its changelog topics through the Admin API and reads
 every topic's configuration back (DescribeConfigs), so the broker must have
@@ -35,23 +45,31 @@ import argparse
 import atexit
 import json
 import shutil
+import os
 import tempfile
+import threading
 import time
 
-from quixstreams import Application
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from quixstreams import Application, message_context
 
 p = argparse.ArgumentParser()
 p.add_argument("--brokers", required=True)
 p.add_argument("--input", default="bench-in")
 p.add_argument("--guarantee", choices=["exactly-once", "at-least-once"], required=True)
-until = p.add_mutually_exclusive_group(required=True)
-until.add_argument("--expect", type=int, help="input records to process")
-until.add_argument(
-    "--until-outputs",
+p.add_argument(
+    "--outputs",
     type=int,
-    help="stop when the output topics hold this many records (one of several processes)",
+    required=True,
+    help="records the confirmed and dead-letter topics hold once every input is processed",
 )
 p.add_argument("--out")
+p.add_argument("--copies", type=int, default=1, help="copies of this job in the group")
+p.add_argument(
+    "--barrier",
+    help="a directory shared by the copies (with --copies > 1): none stops before all are done",
+)
 p.add_argument(
     "--start-at",
     type=float,
@@ -99,6 +117,17 @@ mode = "eos" if args.guarantee == "exactly-once" else "alo"
 # at exit: each run's RocksDB store is ~30 MB.
 state_dir = tempfile.mkdtemp(prefix="quix-state-")
 atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
+# The input is fixed: its end offsets, read before the clock starts, are
+# where every copy's commits must reach.
+admin = AdminClient({"bootstrap.servers": args.brokers})
+input_parts = admin.list_topics(timeout=30).topics[args.input].partitions
+input_ends = {
+    tp.partition: f.result().offset
+    for tp, f in admin.list_offsets(
+        {TopicPartition(args.input, p): OffsetSpec.latest() for p in input_parts},
+        request_timeout=30,
+    ).items()
+}
 if args.start_at is not None:
     time.sleep(max(0.0, args.start_at - time.time()))
 started = time.monotonic()
@@ -151,8 +180,8 @@ def invalid(event):
 def route(value, state):
     global seen_records
     seen_records += 1
-    if args.expect is not None and seen_records >= args.expect:
-        app.stop()
+    ctx = message_context()
+    positions[ctx.partition] = ctx.offset + 1
     if value is None:
         return {"to": "dead", "error": "deserialization: no value", "original": None}
     try:
@@ -178,65 +207,93 @@ bad = sdf.filter(lambda v: v["to"] == "dead")
 bad.to_topic(dead)
 
 
-def stop_when_outputs_reach(total):
-    """Stops the app once the output topics' end offsets add up to `total`
-    (or when they cannot be read: the broker is gone, nothing will come)."""
-    global outputs_complete_at
-    from confluent_kafka import Consumer, TopicPartition
+# What the watcher and the commit hook share. `route` and every commit run
+# on the app's thread; the watcher only reads.
+positions = {}  # input partition -> offset after the last record processed
+committed_positions = {}  # the same, as of the last commit that covered new records
+committed_at = None  # when that commit finished
+outputs_complete_at = None
+steady = {}  # output fraction -> seconds since start
 
-    watcher = Consumer({"bootstrap.servers": args.brokers, "group.id": f"quix-watch-{mode}"})
+
+def hook_commits():
+    """Notes when each commit that covers newly processed records finishes:
+    the run ends at the commit covering this copy's last input record, as
+    Weir's ends when its last record is committed (both at their own
+    commit interval; neither is asked to commit early)."""
+    from quixstreams.processing.context import ProcessingContext
+
+    original = ProcessingContext.commit_checkpoint
+
+    def commit_checkpoint(self, *a, **kw):
+        global committed_positions, committed_at
+        before, covered = self.checkpoint, dict(positions)
+        original(self, *a, **kw)
+        if self.checkpoint is not before and covered != committed_positions:
+            committed_positions, committed_at = covered, time.monotonic()
+
+    ProcessingContext.commit_checkpoint = commit_checkpoint
+
+
+def watch(total):
+    """Samples the output topics' end offsets every 50 ms (one ListOffsets
+    request for all partitions), notes when they pass 10% and 90% of
+    `total` (the steady-state window) and when all are there; then stops the
+    app once this copy's every processed record is committed. Stops the app
+    too when the broker cannot be read (nothing will come)."""
+    global outputs_complete_at
     try:
         topics = [confirmed.name, dead.name]
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in watcher.list_topics(t, timeout=30).topics[t].partitions
-        ]
-        while True:
-            ends = sum(
-                watcher.get_watermark_offsets(tp, timeout=30, cached=False)[1] for tp in parts
-            )
+        meta = admin.list_topics(timeout=30)
+        parts = {
+            TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in meta.topics[t].partitions
+        }
+        while outputs_complete_at is None:
+            futures = admin.list_offsets(parts, request_timeout=30)
+            ends = sum(f.result().offset for f in futures.values())
+            now = time.monotonic() - started
+            for fraction in (0.1, 0.9):
+                if ends >= fraction * total and fraction not in steady:
+                    steady[fraction] = now
             if ends >= total:
-                outputs_complete_at = time.monotonic()
+                outputs_complete_at = now
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
+        # Every record of every partition this copy owns is committed (the
+        # input is fixed: its end offsets were read before the run).
+        while not all(
+            committed_positions.get(tp.partition, 0) >= input_ends[tp.partition]
+            for tp in app._consumer.assignment()
+        ):
+            time.sleep(0.005)
+        # No copy leaves before every copy's work is committed: a copy
+        # leaving starts a rebalance, which a sibling's last commit must not
+        # meet.
+        if args.barrier:
+            open(os.path.join(args.barrier, str(os.getpid())), "w").close()
+            while len(os.listdir(args.barrier)) < args.copies:
+                time.sleep(0.005)
     finally:
-        watcher.close()
         app.stop()
 
 
-# When every output was there (--until-outputs).
-outputs_complete_at = None
-final_commit_error = None
-if args.until_outputs is not None:
-    import threading
-
-    from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError
-
-    threading.Thread(target=stop_when_outputs_reach, args=(args.until_outputs,), daemon=True).start()
-    try:
-        app.run()
-    except CheckpointConsumerCommitError as e:
-        # The copy that stops first leaves the group; the other's last
-        # commit can then meet the rebalance. The work was all done (every
-        # output is there); any other failure, or one before then, is fatal.
-        if outputs_complete_at is None:
-            raise
-        final_commit_error = str(e)
-else:
-    app.run()
-# Until the app has stopped (its last commit included), as with --expect
-# and as Weir's runs end when their input is committed.
-seconds = time.monotonic() - started
+hook_commits()
+threading.Thread(target=watch, args=(args.outputs,), daemon=True).start()
+app.run()
+if outputs_complete_at is None or committed_at is None:
+    raise SystemExit("stopped before every output was there and committed")
+# Until the commit that covered this copy's last record.
+seconds = committed_at - started
 result = {
     "peer": "quixstreams",
     "guarantee": args.guarantee,
     "records": seen_records,
     "seconds": seconds,
     "rate": seen_records / seconds,
+    # All copies' outputs between 10% and 90% of the total, over the time
+    # between: the rate without start-up and the last commit.
+    "steady_seconds": steady[0.9] - steady[0.1],
 }
-if final_commit_error is not None:
-    result["final_commit_error"] = final_commit_error
 print(json.dumps(result))
 if args.out:
     with open(args.out, "w") as f:
