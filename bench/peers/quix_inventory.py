@@ -13,10 +13,10 @@ M is how many records the confirmed and dead-letter topics hold at the end
 Weir's does in `weir bench`: at the commit that covers the last input
 record, each at its own commit interval (1 s at-least-once, 100 ms
 exactly-once, as Weir's defaults); start-up is included. A watcher thread
-samples the output topics every 50 ms (one ListOffsets request) to tell
+samples the output topics every 20 ms (one ListOffsets request) to tell
 when all M are there and when they passed 10% and 90% of M:
 "steady_seconds" is the time between, the run without its start-up and
-its end (`weir bench` times Weir's records processed over the same share).
+its end (`weir bench` times Weir's outputs the same way).
 A commit hook (Quix Streams' ProcessingContext.commit_checkpoint) notes the
 offsets each commit covered; the copy stops once every partition it owns
 is committed up to the input's end offsets, read before the run.
@@ -236,7 +236,7 @@ def hook_commits():
 
 
 def watch(total):
-    """Samples the output topics' end offsets every 50 ms (one ListOffsets
+    """Samples the output topics' end offsets every 20 ms (one ListOffsets
     request for all partitions), notes when they pass 10% and 90% of
     `total` (the steady-state window) and when all are there; then stops the
     app once this copy's every processed record is committed. Stops the app
@@ -258,7 +258,7 @@ def watch(total):
             if ends >= total:
                 outputs_complete_at = now
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         # Every record of every partition this copy owns is committed (the
         # input is fixed: its end offsets were read before the run).
         while not all(
