@@ -67,7 +67,10 @@ pub struct PoisonRecord {
     pub kind: String,
     /// Input partition.
     pub partition: i32,
-    /// Input offset.
+    /// Input offset; -1 when the broker acknowledged the record without
+    /// saying where: a retry of a batch the broker had already stored
+    /// (after a broker crash) is answered with DUPLICATE_SEQUENCE_NUMBER,
+    /// which librdkafka reports as delivered at an unknown offset.
     pub offset: i64,
 }
 

@@ -61,6 +61,13 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         manifest.poison.len(),
         kinds.join(", ")
     );
+    let unplaced = manifest.poison.iter().filter(|p| p.offset < 0).count();
+    if unplaced > 0 {
+        println!(
+            "  {:<16} {:>10}  (poison the broker acknowledged without an offset: a retry it had already stored)",
+            "unplaced poison", unplaced
+        );
+    }
     println!("  {:<16} {:>10.2} s", "elapsed", manifest.elapsed_seconds);
     println!(
         "  {:<16} {:>10.0} records/s",
