@@ -153,7 +153,7 @@ md = "\n".join(
 md += f"\nThe peer: the same dedup + route job in Quix Streams {versions} (bench/peers/quix_inventory.py), same broker and input"
 md += f"; Weir: one process, {weir['stream_threads']} stream thread(s); Quix Streams: {procs} process(es) in one consumer group."
 md += " Both runs end at the commit that covers the last input record, each at its own commit interval (1 s at-least-once, 100 ms exactly-once), start-up included;"
-md += " the steady rate leaves start-up and the end out: the input's rate while each job's outputs on the broker (sampled every 20 ms) went from 10% to 90% of their number:\n\n"
+md += " the steady rate leaves start-up and the end out: the input's rate while each job's outputs on the broker (sampled every 50 ms, the crossings interpolated) went from 10% to 90% of their number:\n\n"
 md += "| guarantee | Weir records/s | Quix Streams records/s | Weir / Quix | Weir steady | Quix Streams steady | Weir / Quix steady |\n|---|---:|---:|---:|---:|---:|---:|\n"
 for p in peer:
     md += (f"| {p['guarantee']} | {p['weir_rate']:.0f} | {p['quix_rate']:.0f} | {p['weir_over_quix']:.1f}× "

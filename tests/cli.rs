@@ -320,10 +320,10 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     assert!(rows.iter().all(|r| r["rate"].as_f64().unwrap() > 0.0));
     // The throughput rows tell their start-up and steady rate apart; the
     // jobs' steady rate is compared with the raw pipe's. (Outputs are
-    // sampled every 20 ms: this small input can pass 10% and 90% between
-    // two looks, and then there is no window to rate.)
+    // sampled every 50 ms: this small input can pass 10% and 90% before the
+    // first look, and then there is no window to rate.)
     for (i, r) in rows[..3].iter().enumerate() {
-        // Seen by a sample, up to 20 ms after it landed.
+        // Seen by a sample, up to 50 ms after it landed.
         let first = r["first_output_s"].as_f64().unwrap();
         assert!(
             first > 0.0 && first < r["seconds"].as_f64().unwrap() + 0.1,

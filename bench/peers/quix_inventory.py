@@ -13,8 +13,9 @@ M is how many records the confirmed and dead-letter topics hold at the end
 Weir's does in `weir bench`: at the commit that covers the last input
 record, each at its own commit interval (1 s at-least-once, 100 ms
 exactly-once, as Weir's defaults); start-up is included. A watcher thread
-samples the output topics every 20 ms (one ListOffsets request) to tell
-when all M are there and when they passed 10% and 90% of M:
+samples the output topics every 50 ms (one ListOffsets request) to tell
+when all M are there and when they passed 10% and 90% of M (interpolated
+between the samples around each mark, as `weir bench` does):
 "steady_seconds" is the time between, the run without its start-up and
 its end (`weir bench` times Weir's outputs the same way).
 A commit hook (Quix Streams' ProcessingContext.commit_checkpoint) notes the
@@ -236,9 +237,10 @@ def hook_commits():
 
 
 def watch(total):
-    """Samples the output topics' end offsets every 20 ms (one ListOffsets
+    """Samples the output topics' end offsets every 50 ms (one ListOffsets
     request for all partitions), notes when they pass 10% and 90% of
-    `total` (the steady-state window) and when all are there; then stops the
+    `total` (the steady-state window, each crossing interpolated between
+    the samples around it) and when all are there; then stops the
     app once this copy's every processed record is committed. Stops the app
     too when the broker cannot be read (nothing will come)."""
     global outputs_complete_at
@@ -248,17 +250,23 @@ def watch(total):
         parts = {
             TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in meta.topics[t].partitions
         }
+        last = None
         while outputs_complete_at is None:
             futures = admin.list_offsets(parts, request_timeout=30)
             ends = sum(f.result().offset for f in futures.values())
             now = time.monotonic() - started
             for fraction in (0.1, 0.9):
-                if ends >= fraction * total and fraction not in steady:
-                    steady[fraction] = now
+                target = fraction * total
+                if ends >= target and fraction not in steady:
+                    at = now
+                    if last is not None and last[0] < target and ends > last[0]:
+                        at = last[1] + (now - last[1]) * (target - last[0]) / (ends - last[0])
+                    steady[fraction] = at
+            last = (ends, now)
             if ends >= total:
                 outputs_complete_at = now
                 break
-            time.sleep(0.02)
+            time.sleep(0.05)
         # Every record of every partition this copy owns is committed (the
         # input is fixed: its end offsets were read before the run).
         while not all(
