@@ -173,11 +173,13 @@ fn verify(
     let manifest: Manifest = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     let expected: BTreeSet<String> = manifest.confirmed.iter().cloned().collect();
     let poison_keys: BTreeSet<&str> = manifest.poison.iter().map(|p| p.key.as_str()).collect();
-    // Poison is located in the input as the broker holds it. The load's
-    // delivery reports do not always say where a record is: a broker
-    // killed after storing a batch and before acknowledging it answers the
-    // idempotent producer's retry with DUPLICATE_SEQUENCE_NUMBER, which
-    // librdkafka reports as delivered at offset -1 (seen with nisshi).
+    // The job is judged by the input as the broker holds it after the run,
+    // not by the load's delivery reports: across a broker crash those do
+    // not always match the log. A batch stored but not acknowledged before
+    // the kill is retried, answered with DUPLICATE_SEQUENCE_NUMBER, and
+    // librdkafka reports it delivered at offset -1; and in CI nisshi 0.7.0
+    // once held elsewhere (or not at all) a poison record it had
+    // acknowledged at (3, 26), which held an order instead.
     let input: BTreeMap<(i64, i64), String> = read_all(b, INPUT)
         .iter()
         .map(|m| ((i64::from(m.partition()), m.offset()), key_of(m)))
@@ -187,30 +189,51 @@ fn verify(
         .filter(|(_, k)| poison_keys.contains(k.as_str()))
         .map(|(at, _)| *at)
         .collect();
+    // Where the reports and the log disagree the broker's acknowledgements
+    // did not survive its crash; that is printed, not failed: the job can
+    // neither restore nor invent input.
     let mut unplaced = 0;
+    let mut moved = Vec::new();
+    let mut absent_poison = Vec::new();
     for p in &manifest.poison {
         let at = (i64::from(p.partition), p.offset);
-        if p.offset < 0 {
+        let held: Vec<_> = input
+            .iter()
+            .filter(|(_, k)| **k == p.key)
+            .map(|(at, _)| *at)
+            .collect();
+        if held.is_empty() {
+            absent_poison.push(p.key.clone());
+        } else if p.offset < 0 {
             unplaced += 1;
-            assert!(
-                input.values().any(|k| *k == p.key),
-                "poison {} is not in the input",
+        } else if !held.contains(&at) {
+            moved.push(format!(
+                "{} acknowledged at {at:?}, held at {held:?}",
                 p.key
-            );
-        } else {
-            assert_eq!(
-                input.get(&at).map(String::as_str),
-                Some(p.key.as_str()),
-                "the load reported poison {} at {at:?}",
-                p.key
-            );
+            ));
         }
     }
+    let keys: BTreeSet<&str> = input.values().map(String::as_str).collect();
+    let absent_orders = expected
+        .iter()
+        .filter(|id| !keys.contains(id.as_str()))
+        .count();
+    eprintln!(
+        "the input against the load's delivery reports: {unplaced} poison record(s) acknowledged without an offset; {} acknowledged at another offset than held (first 3: {:?}); absent from the input: {} poison record(s) (first 3: {:?}), {absent_orders} order(s)",
+        moved.len(),
+        &moved[..moved.len().min(3)],
+        absent_poison.len(),
+        &absent_poison[..absent_poison.len().min(3)],
+    );
     // More than one copy of a record would be the broker's doing (an
     // idempotent producer's retry stored twice); every copy is input the job
     // must dead-letter, so it is counted, not failed.
-    let held_twice = poison.len() - manifest.poison.len();
+    let held_twice = poison.len() - (manifest.poison.len() - absent_poison.len());
     assert!(expected.len() >= 20_000 && manifest.redeliveries + manifest.resends >= 4000);
+    assert!(
+        absent_orders * 100 <= expected.len(),
+        "the input holds under 99% of the load's orders: is this the load's broker?"
+    );
     let o = outputs(b, exactly_once);
     // Strict on a real Kafka: it hides aborted and unfinished transactions.
     let strict = std::env::var("WEIR_EOS_STRICT").is_ok_and(|v| v == "1")
@@ -250,12 +273,12 @@ fn verify(
     }
     let missing: Vec<_> = expected
         .iter()
-        .filter(|id| !o.confirmed.contains_key(*id))
+        .filter(|id| keys.contains(id.as_str()) && !o.confirmed.contains_key(*id))
         .take(5)
         .collect();
     assert!(
         missing.is_empty(),
-        "orders never confirmed (first 5): {missing:?}"
+        "orders in the input never confirmed (first 5): {missing:?}"
     );
     for (at, records) in &o.dead {
         assert!(
