@@ -184,11 +184,15 @@ fn verify(
         .iter()
         .map(|m| ((i64::from(m.partition()), m.offset()), key_of(m)))
         .collect();
-    let poison: BTreeSet<(i64, i64)> = input
-        .iter()
-        .filter(|(_, k)| poison_keys.contains(k.as_str()))
-        .map(|(at, _)| *at)
-        .collect();
+    // Where the input holds each poison record (once, unless the broker
+    // stored a retry twice).
+    let mut poison_at: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for (at, k) in &input {
+        if poison_keys.contains(k.as_str()) {
+            poison_at.entry(k.as_str()).or_default().push(*at);
+        }
+    }
+    let poison: BTreeSet<(i64, i64)> = poison_at.values().flatten().copied().collect();
     // Where the reports and the log disagree the broker's acknowledgements
     // did not survive its crash; that is printed, not failed: the job can
     // neither restore nor invent input.
@@ -197,11 +201,7 @@ fn verify(
     let mut absent_poison = Vec::new();
     for p in &manifest.poison {
         let at = (i64::from(p.partition), p.offset);
-        let held: Vec<_> = input
-            .iter()
-            .filter(|(_, k)| **k == p.key)
-            .map(|(at, _)| *at)
-            .collect();
+        let held = poison_at.get(p.key.as_str()).map_or(&[][..], Vec::as_slice);
         if held.is_empty() {
             absent_poison.push(p.key.clone());
         } else if p.offset < 0 {
