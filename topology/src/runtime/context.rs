@@ -26,14 +26,17 @@ impl ClientContext for StreamContext {}
 
 impl ConsumerContext for StreamContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            self.lock().on_revoke(consumer);
+        match rebalance {
+            Rebalance::Revoke(_) => self.lock().on_revoke(consumer),
+            // Stores open before librdkafka starts fetching (see `on_assign`).
+            Rebalance::Assign(tpl) => self.lock().on_assign(tpl),
+            Rebalance::Error(_) => {}
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => self.lock().on_assign(consumer, tpl),
+            Rebalance::Assign(tpl) => self.lock().pause_assigned(consumer, tpl),
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
         }
