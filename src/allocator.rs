@@ -24,6 +24,18 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// 35 → 43 MiB at 1 M → 10 M keys at one second, 44 → 46 and 48 → 49 MiB
 /// (two runs) at three, 66 → 85 MiB at ten. `MALLOC_CONF` in the
 /// environment overrides these.
+///
+/// Why no muzzy stage (`muzzy_decay_ms:0`): with one, a purged page was
+/// first `MADV_FREE`d and three seconds later `MADV_DONTNEED`ed, two TLB
+/// shootdowns instead of one, and `MADV_FREE`d pages still count in RSS
+/// until the kernel wants them. The purging thread was 5% of the process's
+/// samples (perf, at-least-once, two stream threads, embedded broker), most
+/// of it in the shootdowns' IPIs. Measured without it, three alternating
+/// `weir bench --steps alo,eos --stream-threads 2` runs each: steady
+/// at-least-once 374–426k records/s against 361–399k, exactly-once
+/// 357–409k against 363–381k, the benchmark's peak RSS 1.19–1.21 GB
+/// against 1.26–1.29 GB; store RSS (state/benches/memory.rs) 36–39 MiB at
+/// 1 M keys, 43–47 MiB at 10 M.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[export_name = "malloc_conf"]
-static MALLOC_CONF: &[u8; 63] = b"background_thread:true,dirty_decay_ms:3000,muzzy_decay_ms:3000\0";
+static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:3000,muzzy_decay_ms:0\0";
