@@ -122,13 +122,13 @@ impl RocksDbStore {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_open_files(256);
         // RocksDB's own log goes to the process's log (warnings and errors,
-        // naming the store and its directory), not to a `LOG` file per store partition: a
-        // partition's open created nine files, one of them that log (and
-        // renamed it to `LOG.old.*` on every reopen), and wrote ~500 lines of
-        // option dump into it. Measured (131 fresh partitions opened one
+        // naming the store and its directory), not to a `LOG` file per store
+        // partition: a partition's open created nine files, one of them that
+        // log (renamed to `LOG.old.*` at every reopen), and wrote ~500 lines
+        // of option dump into it. Measured (131 fresh partitions opened one
         // after another on tmpfs, so CPU only): 193–232 ms with the file,
-        // 164–181 ms without; on this ext4 volume, where every file creation
-        // is slow, by more but with a wide spread.
+        // 164–181 ms without. On this machine's ext4 volume, where each file
+        // creation is slow, run-to-run spread was wider than the difference.
         let (store, dir) = (name.to_string(), path.display().to_string());
         db_opts.set_info_logger(rocksdb::InfoLogger::new_callback_logger(
             rocksdb::LogLevel::Warn,
