@@ -14,7 +14,8 @@
 # does.
 #
 # Runs `weir bench --brokers` (raw pipe, Weir at-least-once and exactly-once,
-# and on nisshi restore), then bench/peers/quix_inventory.py in both modes
+# on nisshi restore, and a dedup store's memory at 1 M and 10 M keys, which
+# involves no broker), then bench/peers/quix_inventory.py in both modes
 # on the same input topic, and writes bench/results/<date>-<broker>-peers.
 # {md,json} (nisshi: <date>-nisshi.{md,json}) with the Weir / Quix ratios.
 # THREADS > 1 runs Weir's jobs with that many stream threads (Quix Streams
@@ -57,7 +58,7 @@ nisshi)
   for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
   # Quix Streams reads the source topic's retention.ms back: set it.
   "$WEIR" topics create --brokers "$B" --topic bench-in:8 --retention-ms 604800000
-  BENCH=(--partitions 8 --steps raw,alo,eos,restore)
+  BENCH=(--partitions 8 --steps raw,alo,eos,restore,memory)
   QUIX=()
   NAME="nisshi 0.7.0 (sqlite storage, a separate process on this machine)"
   OUT="bench/results/$(date +%F)-nisshi"
@@ -82,7 +83,7 @@ embedded)
   for _ in $(seq 1 100); do [ -s "$WORK/bootstrap" ] && break; sleep 0.1; done
   B="$(cat "$WORK/bootstrap")"
   # As `weir bench` sets for its in-process embedded broker (see its results).
-  BENCH=(--partitions "$P" --steps raw,alo,eos -X consumer.fetch.wait.max.ms=10 -X consumer.session.timeout.ms=6000)
+  BENCH=(--partitions "$P" --steps raw,alo,eos,memory -X consumer.fetch.wait.max.ms=10 -X consumer.session.timeout.ms=6000)
   QUIX=(--no-admin)
   NAME="the embedded broker (librdkafka mock cluster) as \`weir broker\`, a separate process on this machine"
   OUT="bench/results/$(date +%F)-embedded-peers"

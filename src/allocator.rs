@@ -1,9 +1,10 @@
 // The process allocator of the `weir` binary. Kept in this one file so the
-// memory benchmark (state/benches/memory.rs, which `include!`s it) measures
-// exactly what the binary runs with.
+// CPU benchmark (benches/inventory_core.rs, which `include!`s it) runs with
+// exactly what the binary runs with; `weir bench --steps memory` measures
+// store memory in `weir` processes.
 
 /// jemalloc for every allocation in the process, RocksDB's and librdkafka's
-/// included (unprefixed `malloc`). Measured (state/benches/memory.rs): with
+/// included (unprefixed `malloc`). Measured (the store memory benchmark, now `weir bench --steps memory`): with
 /// glibc's allocator a dedup store's process grew from 47 MiB at 1,000,000
 /// keys to 82 MiB at 10,000,000 (1.73×), 25 MiB of it freed compaction
 /// memory the heap kept; with jemalloc and the settings below, 48 → 49 MiB.
@@ -20,7 +21,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// one second the purging thread took ~1.8 s of CPU per 1.21 M-record
 /// `weir bench` run (at three: ~1.2 s); with two stream threads on two
 /// cores, at-least-once did 157–169k records/s at one second and
-/// 169–194k at three (alternating runs). Store RSS (state/benches/memory.rs):
+/// 169–194k at three (alternating runs). Store RSS (the same benchmark):
 /// 35 → 43 MiB at 1 M → 10 M keys at one second, 44 → 46 and 48 → 49 MiB
 /// (two runs) at three, 66 → 85 MiB at ten. `MALLOC_CONF` in the
 /// environment overrides these.
@@ -34,7 +35,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `weir bench --steps alo,eos --stream-threads 2` runs each: steady
 /// at-least-once 374–426k records/s against 361–399k, exactly-once
 /// 357–409k against 363–381k, the benchmark's peak RSS 1.19–1.21 GB
-/// against 1.26–1.29 GB; store RSS (state/benches/memory.rs) 36–39 MiB at
+/// against 1.26–1.29 GB; store RSS (the same benchmark) 36–39 MiB at
 /// 1 M keys, 43–47 MiB at 10 M.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[export_name = "malloc_conf"]

@@ -12,6 +12,9 @@
 //!    reads each record's source offset, on brokers that store
 //!    transactional offset commits.
 //!
+//! 4. *Memory under many keys*: RSS of a process holding a dedup store of
+//!    1,000,000 and of 10,000,000 orderIds ([`memory`]; no broker).
+//!
 //! Every figure names the broker it came from. On the embedded broker the
 //! input is spread over enough partitions to stay under its ~5 MiB a
 //! partition (it silently drops older records beyond that).
@@ -31,6 +34,8 @@ use weir_topology::{AppState, Guarantee};
 use crate::inventory::InventoryTopics;
 use crate::job::{Job, JobConfig};
 use crate::load::{self, LoadConfig};
+
+pub mod memory;
 
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,16 @@ pub enum Step {
     /// End-to-end latency (p50/p99) at a fixed offered rate, and the peak
     /// RSS of the job (run as a child process), for both guarantees.
     Latency,
+    /// Resident memory of a process holding one dedup store partition at
+    /// each of `--memory-keys` distinct orderIds (no broker involved).
+    Memory,
+}
+
+impl Step {
+    /// Whether the step runs against the broker (all but `memory`).
+    pub fn needs_broker(self) -> bool {
+        self != Step::Memory
+    }
 }
 
 /// What to run.
@@ -105,6 +120,10 @@ pub struct BenchConfig {
     /// Commit interval of the jobs; `None`: `weir run`'s defaults (100 ms
     /// exactly-once, 1 s at-least-once).
     pub commit_interval: Option<Duration>,
+    /// Store sizes of the memory step, in distinct keys.
+    pub memory_keys: Vec<u64>,
+    /// Random lookups after each fill of the memory step.
+    pub memory_lookups: u64,
 }
 
 /// End-to-end latency at a fixed offered rate.
@@ -223,6 +242,10 @@ pub struct Report {
     pub stream_threads: usize,
     /// Commit interval of the jobs, ms, when not `weir run`'s default.
     pub commit_interval_ms: Option<u64>,
+    /// Memory under many keys, per store size.
+    pub memory: Vec<memory::MemoryRow>,
+    /// RSS at the largest size over RSS at the smallest.
+    pub memory_growth: Option<f64>,
 }
 
 /// Topics the benchmark needs, for the caller to create: (name, partitions).
@@ -275,26 +298,31 @@ pub fn machine() -> String {
 
 /// Runs every measurement; `progress` hears what is going on.
 pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchError> {
-    progress("filling the input");
-    let manifest = load::run(
-        &LoadConfig {
-            orders: cfg.orders,
-            duplicate_ratio: 0.1,
-            resend_ratio: 0.1,
-            poison_ratio: 0.01,
-            rate: 0.0,
-            seed: 1,
-        },
-        &cfg.brokers,
-        "bench-in",
-        |_| {},
-    )?;
-    let total = manifest.sent as u64;
-    // A job's outputs: one confirmation per unique order, one dead letter
-    // per poison record.
-    let outputs = (manifest.unique_orders + manifest.poison.len()) as u64;
-    let mut rows = Vec::new();
     let on = |step| cfg.steps.contains(&step);
+    let (total, outputs) = if cfg.steps.iter().any(|s| s.needs_broker()) {
+        progress("filling the input");
+        let manifest = load::run(
+            &LoadConfig {
+                orders: cfg.orders,
+                duplicate_ratio: 0.1,
+                resend_ratio: 0.1,
+                poison_ratio: 0.01,
+                rate: 0.0,
+                seed: 1,
+            },
+            &cfg.brokers,
+            "bench-in",
+            |_| {},
+        )?;
+        let total = manifest.sent as u64;
+        // A job's outputs: one confirmation per unique order, one dead letter
+        // per poison record.
+        let outputs = (manifest.unique_orders + manifest.poison.len()) as u64;
+        (total, outputs)
+    } else {
+        (0, 0)
+    };
+    let mut rows = Vec::new();
 
     let mut raw = None;
     if on(Step::Raw) {
@@ -371,6 +399,12 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
         }
     }
 
+    let memory = if on(Step::Memory) {
+        memory::measure(cfg, progress)?
+    } else {
+        Vec::new()
+    };
+
     Ok(Report {
         broker: cfg.broker_name.clone(),
         machine: machine(),
@@ -387,6 +421,8 @@ pub fn run(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<Report, BenchEr
             .collect(),
         stream_threads: cfg.stream_threads,
         commit_interval_ms: cfg.commit_interval.map(|d| d.as_millis() as u64),
+        memory_growth: memory::growth(&memory),
+        memory,
     })
 }
 
@@ -1027,6 +1063,15 @@ fn raw_read(cfg: &BenchConfig, topic: &str) -> Result<(u64, f64), BenchError> {
 
 /// The report as a markdown table.
 pub fn markdown(r: &Report) -> String {
+    let broker_steps = !r.rows.is_empty() || !r.latency.is_empty();
+    if !broker_steps {
+        // The memory step alone: no broker, no input.
+        return format!(
+            "# Weir benchmark\n\nMachine: {}.\n{}",
+            r.machine,
+            memory::markdown(&r.memory)
+        );
+    }
     let mut s = format!(
         "# Weir benchmark\n\nBroker: {}. Machine: {}. Input: {} records ({} partitions; 20% duplicates, 1% poison). Stream threads per job: {}. librdkafka {}.\n\n",
         r.broker, r.machine, r.input_records, r.partitions, r.stream_threads, r.librdkafka
@@ -1079,6 +1124,7 @@ pub fn markdown(r: &Report) -> String {
             ));
         }
     }
+    s.push_str(&memory::markdown(&r.memory));
     s
 }
 

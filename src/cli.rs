@@ -47,8 +47,13 @@ pub enum Command {
     /// Inspect and replay the dead-letter topic.
     Dlq(DlqArgs),
     /// Benchmark: raw pipe vs the Inventory job (at-least-once and
-    /// exactly-once) and restore vs a raw changelog read, in one run.
+    /// exactly-once), restore vs a raw changelog read, latency, and a dedup
+    /// store's memory at 1 M and 10 M keys, in one run.
     Bench(BenchArgs),
+    /// One size of `weir bench`'s memory step, in a process of its own:
+    /// fills a dedup store, looks keys up, prints the figures as JSON.
+    #[command(hide = true)]
+    BenchStoreMemory(BenchStoreMemoryArgs),
     /// Topic administration on any cluster, through the Admin API.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -207,7 +212,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "raw,alo,eos,restore,latency"
+        default_value = "raw,alo,eos,restore,latency,memory"
     )]
     pub steps: Vec<weir::bench::Step>,
     /// Offered records/s for the latency step when the same run measured no
@@ -230,6 +235,32 @@ pub struct BenchArgs {
     /// are slow bounds exactly-once at short intervals.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_interval_ms: Option<u64>,
+    /// Store sizes of the memory step, in distinct orderIds (comma-separated;
+    /// the report compares the last with the first).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000000,10000000",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub memory_keys: Vec<u64>,
+    /// Random lookups of stored keys after each fill of the memory step (they
+    /// warm the block cache, as duplicate checks do).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_lookups: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchStoreMemoryArgs {
+    /// Distinct orderIds to write.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Random lookups after the fill.
+    #[arg(long)]
+    pub lookups: u64,
+    /// The store's directory (created; must not hold another store).
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

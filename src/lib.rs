@@ -7,7 +7,8 @@
 //! ## Layout
 //! - [`inventory`]: the Inventory job — event contracts, validation, the
 //!   dead-letter envelope, the topology, sample orders.
-//! - [`bench`]: throughput and restore speed against the raw limit.
+//! - [`bench`]: throughput and restore speed against the raw limit, latency,
+//!   and a dedup store's memory as its keys grow.
 //! - [`broker`]: the embedded broker (librdkafka's mock cluster on its own thread).
 //! - [`observability`]: the Prometheus recorder and the `/metrics`, `/health`,
 //!   `/ready` server.

@@ -280,7 +280,14 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     let table = run_ok(
         weir()
             .args(["bench", "--orders", "3000", "--partitions", "4"])
-            .args(["--latency-seconds", "1", "--latency-rate", "2000", "--out"])
+            .args(["--latency-seconds", "1", "--latency-rate", "2000"])
+            .args([
+                "--memory-keys",
+                "2000,20000",
+                "--memory-lookups",
+                "1000",
+                "--out",
+            ])
             .arg(&out),
     );
     for row in [
@@ -292,6 +299,8 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
         "weir start → running, restore included",
         "| at-least-once |",
         "| exactly-once |",
+        "Memory under many keys",
+        "Settled RSS at 20000 keys / at 2000 keys: ",
     ] {
         assert!(table.contains(row), "{row} missing:\n{table}");
     }
@@ -348,4 +357,61 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     assert!(std::fs::read_to_string(out.join("results.md"))
         .unwrap()
         .contains("Broker: the embedded broker"));
+    assert_memory_rows(&json, &[2000, 20000], 1000);
+}
+
+/// The memory step's rows: one per size, in order, each a child process
+/// that held the store (its RSS above the empty store's), with the growth
+/// from the first size to the last.
+fn assert_memory_rows(json: &serde_json::Value, keys: &[u64], lookups: u64) {
+    let memory = json["memory"].as_array().unwrap();
+    let sizes: Vec<u64> = memory.iter().map(|m| m["keys"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, keys);
+    for m in memory {
+        assert_eq!(m["lookups"].as_u64(), Some(lookups), "{m}");
+        let settled = m["settled_rss_mib"].as_f64().unwrap();
+        assert!(settled > m["rss_before_mib"].as_f64().unwrap(), "{m}");
+        assert!(m["peak_rss_mib"].as_f64().unwrap() >= settled, "{m}");
+        assert!(m["disk_mib"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    let growth = json["memory_growth"].as_f64().unwrap();
+    let (first, last) = (&memory[0], &memory[memory.len() - 1]);
+    let expected =
+        last["settled_rss_mib"].as_f64().unwrap() / first["settled_rss_mib"].as_f64().unwrap();
+    assert!((growth - expected).abs() < 1e-9, "{growth} vs {expected}");
+}
+
+#[test]
+fn the_memory_step_runs_without_a_broker_and_refuses_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let table = run_ok(
+        weir()
+            .args(["bench", "--steps", "memory", "--memory-keys", "3000,30000"])
+            .args(["--memory-lookups", "500", "--out"])
+            .arg(&out),
+    );
+    assert!(
+        table.contains("Settled RSS at 30000 keys / at 3000 keys: "),
+        "{table}"
+    );
+    // No broker step: no broker, no input, no throughput table.
+    assert!(!table.contains("Broker:"), "{table}");
+    assert!(!table.contains("| measurement |"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["input_records"], 0);
+    assert!(json["rows"].as_array().unwrap().is_empty());
+    assert_memory_rows(&json, &[3000, 30000], 500);
+
+    let out = weir()
+        .args(["bench", "--steps", "memory", "--memory-keys", "1000,0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--memory-keys"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

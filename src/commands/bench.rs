@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use weir::bench::{markdown, run, topics, BenchConfig};
+use weir::bench::{markdown, memory, run, topics, BenchConfig};
 use weir::broker::{job_client_defaults, EmbeddedBroker, TopicSpec};
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchStoreMemoryArgs};
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.orders > 0, "--orders must be at least 1");
@@ -31,8 +31,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         job_kafka: Vec::new(),
         stream_threads: args.stream_threads.into(),
         commit_interval: args.commit_interval_ms.map(Duration::from_millis),
+        memory_keys: args.memory_keys.clone(),
+        memory_lookups: args.memory_lookups,
     };
+    let broker_steps = args.steps.iter().any(|s| s.needs_broker());
     let _embedded = match &args.brokers {
+        _ if !broker_steps => None,
         Some(b) => {
             cfg.brokers = b.clone();
             cfg.broker_name = format!("Kafka at {b}");
@@ -65,10 +69,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     cfg.job_kafka.extend(args.kafka.iter().cloned());
-    eprintln!(
-        "weir bench: {} orders, {partitions} partitions, on {}",
-        args.orders, cfg.broker_name
-    );
+    if broker_steps {
+        eprintln!(
+            "weir bench: {} orders, {partitions} partitions, on {}",
+            args.orders, cfg.broker_name
+        );
+    } else {
+        eprintln!("weir bench: no broker step");
+    }
     let report = run(&cfg, &|step| eprintln!("  … {step}")).context("running the benchmark")?;
     let md = markdown(&report);
     print!("{md}");
@@ -80,5 +88,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&report)?,
     )?;
     eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+/// One size of the memory step (the child process `weir bench` starts):
+/// the figures as one JSON line on stdout.
+pub fn store_memory(args: BenchStoreMemoryArgs) -> anyhow::Result<()> {
+    let row = memory::fill_and_measure(args.keys, args.lookups, &args.dir)
+        .with_context(|| format!("filling a store with {} keys", args.keys))?;
+    println!("{}", serde_json::to_string(&row)?);
     Ok(())
 }

@@ -24,6 +24,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Dlq(args) => dlq::dlq(args).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Bench(args) => tokio::task::spawn_blocking(move || bench::bench(args)).await?,
+        Command::BenchStoreMemory(args) => {
+            tokio::task::spawn_blocking(move || bench::store_memory(args)).await?
+        }
         Command::Topics(crate::cli::TopicsCommand::Create(args)) => topics::create(args).await,
     }
 }

@@ -66,7 +66,9 @@ pub const EXPIRY_BUDGET: usize = 10_000;
 /// commit (at ~0.4 µs an entry, 2,000 is under 1 ms a partition).
 pub const REBUILD_BUDGET: usize = 2_000;
 
-fn index_key(first_seen_ms: i64, key: &[u8]) -> Vec<u8> {
+/// The expiry-index key of a seen `key` first seen at `first_seen_ms`:
+/// [`EXPIRY_INDEX_PREFIX`], the time big-endian (negative times as 0), the key.
+pub fn index_key(first_seen_ms: i64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(EXPIRY_INDEX_PREFIX.len() + 8 + key.len());
     k.extend_from_slice(EXPIRY_INDEX_PREFIX);
     k.extend_from_slice(&(first_seen_ms.max(0) as u64).to_be_bytes());
