@@ -26,6 +26,8 @@ pub struct JobConfig {
     pub topics: InventoryTopics,
     /// How often to commit.
     pub commit_interval: Duration,
+    /// Also commit once the input is caught up (`StreamsConfig::commit_when_caught_up`).
+    pub commit_when_caught_up: bool,
     /// Exactly-once (the job's default) or at-least-once.
     pub guarantee: Guarantee,
     /// Instance id for the `transactional.id` (default: kept in the state dir).
@@ -49,6 +51,7 @@ impl JobConfig {
             state_dir: PathBuf::from("./state"),
             topics: InventoryTopics::default(),
             commit_interval: Duration::from_millis(100),
+            commit_when_caught_up: true,
             guarantee: Guarantee::ExactlyOnce,
             instance_id: None,
             dedup_retention: Some(DEFAULT_DEDUP_RETENTION),
@@ -63,6 +66,7 @@ impl JobConfig {
         let mut c = StreamsConfig::new(&self.application_id, &self.brokers);
         c.state_dir = self.state_dir.clone();
         c.commit_interval = self.commit_interval;
+        c.commit_when_caught_up = self.commit_when_caught_up;
         c.guarantee = self.guarantee;
         c.instance_id = self.instance_id.clone();
         c.client_overrides = self.kafka.clone();

@@ -112,8 +112,15 @@ pub struct StreamsConfig {
     pub state_dir: PathBuf,
     /// How often the commit protocol runs. Default 1 s: at-least-once outputs
     /// are sent as records are processed, so this bounds the duplicates a
-    /// crash can cause, not latency.
+    /// crash can cause, not latency. See also `commit_when_caught_up`.
     pub commit_interval: Duration,
+    /// Also commit as soon as a poll waited `poll_timeout` for nothing after
+    /// records were processed: once the input is caught up, the group's
+    /// committed lag is 0 (and a crash repeats nothing) within a poll, not
+    /// an interval. It adds at most one commit per `poll_timeout`, only
+    /// while records arrive more than a poll apart. Default true; false
+    /// commits only at the interval, on revocation and at a stop.
+    pub commit_when_caught_up: bool,
     /// Most records taken from one poll before processing. Default 1000.
     pub max_batch: usize,
     /// How long a poll waits when nothing is there. Default 100 ms (also the
@@ -164,6 +171,7 @@ impl StreamsConfig {
             bootstrap_servers: bootstrap_servers.into(),
             state_dir: PathBuf::from("./state"),
             commit_interval: Duration::from_secs(1),
+            commit_when_caught_up: true,
             max_batch: 1000,
             poll_timeout: Duration::from_millis(100),
             metrics_interval: Duration::from_secs(1),

@@ -298,6 +298,13 @@ impl TaskManager {
         self.uncommitted_records += n;
     }
 
+    /// Whether records were processed since the last commit started and no
+    /// commit is in flight: a commit when the input ran dry would start at
+    /// once (not wait for one to finish) and commit something.
+    pub fn caught_up_commit_due(&self) -> bool {
+        self.uncommitted_records > 0 && self.in_flight.is_none()
+    }
+
     /// The rebalance epoch and whether any store is restoring, in one look.
     pub fn poll_state(&self) -> (u64, bool) {
         (self.epoch, self.restorer.active())

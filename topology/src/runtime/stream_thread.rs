@@ -3,7 +3,7 @@
 //! Each turn: poll a batch (rebalances happen inside poll), process it,
 //! hand its outputs to the output sender thread (which feeds the producer),
 //! finish a commit the sender completed, restore a slice, commit when the
-//! interval is due, refresh gauges.
+//! interval is due or the input ran dry, refresh gauges.
 //! Nothing in the loop waits per record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +105,10 @@ fn run_loop(
             cfg.poll_timeout
         };
         let mut next = consumer.poll(wait);
+        // A poll that waited its whole timeout for nothing: the input ran
+        // dry (or its fetches are slow), so what was processed is all there
+        // is to commit for now.
+        let dry = next.is_none() && !wait.is_zero();
         while let Some(item) = next {
             match item {
                 Ok(m) => batch.push(m),
@@ -146,7 +150,11 @@ fn run_loop(
         m.poll_commit(consumer)?;
         m.start_new_tasks(consumer)?;
         m.restore_step(consumer, RESTORE_SLICE)?;
-        if last_commit.elapsed() >= cfg.commit_interval {
+        // Caught up (`commit_when_caught_up`): commit now rather than at
+        // the interval, so the committed lag reaches 0 once the input is
+        // processed.
+        let caught_up = dry && cfg.commit_when_caught_up && m.caught_up_commit_due();
+        if caught_up || last_commit.elapsed() >= cfg.commit_interval {
             m.commit(consumer)?;
             last_commit = Instant::now();
         }
