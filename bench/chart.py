@@ -78,11 +78,20 @@ def main():
     top = max(r[1] for r in rows)
     ax.set_xlim(right=top * 12)
     ax.set_xlabel("records/s (log scale); grey: the references the ratios divide by")
-    ax.set_title(
+    title = (
         f"{results['broker']}\n{results['input_records']:,} input records, "
-        f"{results['partitions']} partitions; {results['machine']}",
-        fontsize=9,
+        f"{results['partitions']} partitions; {results['machine']}"
     )
+    memory = results.get("memory", [])
+    if len(memory) >= 2 and results.get("memory_growth") is not None:
+        # Not a rate: the memory step's figures go in the title.
+        first, last = memory[0], memory[-1]
+        title += (
+            f"\nstore RSS {first['settled_rss_mib']:.0f} → {last['settled_rss_mib']:.0f} MiB, "
+            f"{first['keys']:,} → {last['keys']:,} keys: "
+            f"{results['memory_growth']:.2f}× (target ≤ 1.3×)"
+        )
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(out)

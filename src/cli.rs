@@ -372,6 +372,8 @@ pub struct RunArgs {
     /// Commit interval in milliseconds. Default: 100 under exactly-once
     /// (outputs become visible at commit), 1000 under at-least-once
     /// (outputs are sent at once; the interval bounds what a crash repeats).
+    /// A stream thread also commits as soon as its input runs dry (a 100 ms
+    /// poll finds nothing after records were processed).
     #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_interval_ms: Option<u64>,
     /// How long a confirmed orderId is remembered (e.g. 7d, 12h, 30m, 10s;
