@@ -255,15 +255,22 @@ fn bad_configuration_is_refused_with_a_message_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("topic \"Nope\" does not exist"), "{err}");
 
-    let out = weir()
-        .args(["broker", "--topic", "NoPartitions"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("NAME:PARTITIONS"),
-        "{err}"
-    );
+    for (args, says) in [
+        (
+            &["broker", "--topic", "NoPartitions"][..],
+            "NAME:PARTITIONS",
+        ),
+        // A store of no keys is no memory measurement.
+        (
+            &["bench", "--steps", "memory", "--memory-keys", "1000,0"],
+            "--memory-keys",
+        ),
+    ] {
+        let out = weir().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 
     let out = weir().args(["run", "-X", "novalue"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -275,21 +282,20 @@ fn bad_configuration_is_refused_with_a_message_not_a_panic() {
 
 #[test]
 fn the_benchmark_harness_runs_and_writes_its_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results");
-    let table = run_ok(
-        weir()
-            .args(["bench", "--orders", "3000", "--partitions", "4"])
-            .args(["--latency-seconds", "1", "--latency-rate", "2000"])
-            .args([
-                "--memory-keys",
-                "2000,20000",
-                "--memory-lookups",
-                "1000",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let (table, json, out) = bench(&[
+        "--orders",
+        "3000",
+        "--partitions",
+        "4",
+        "--latency-seconds",
+        "1",
+        "--latency-rate",
+        "2000",
+        "--memory-keys",
+        "2000,20000",
+        "--memory-lookups",
+        "1000",
+    ]);
     for row in [
         "raw consume → produce pipe, best of 3 (the limit)",
         "weir inventory, at-least-once",
@@ -304,8 +310,6 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     ] {
         assert!(table.contains(row), "{row} missing:\n{table}");
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["input_records"], 3000 + 300 + 300 + 30);
     assert_eq!(json["rows"].as_array().unwrap().len(), 6);
     // The embedded broker keeps no transactional offset commits: the
@@ -354,10 +358,22 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     assert!(rows[3..].iter().all(|r| r["steady_rate"].is_null()));
     assert!(json["librdkafka"].as_str().unwrap().starts_with('2'));
     assert!(table.contains("| start → first output s | steady records/s | steady ratio |"));
-    assert!(std::fs::read_to_string(out.join("results.md"))
-        .unwrap()
-        .contains("Broker: the embedded broker"));
+    assert!(
+        std::fs::read_to_string(out.path().join("results/results.md"))
+            .unwrap()
+            .contains("Broker: the embedded broker")
+    );
     assert_memory_rows(&json, &[2000, 20000], 1000);
+}
+
+/// Runs `weir bench ARGS --out DIR/results` (a directory it must create):
+/// its table, its results.json, and DIR (kept while the caller holds it).
+fn bench(args: &[&str]) -> (String, serde_json::Value, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let table = run_ok(weir().arg("bench").args(args).arg("--out").arg(&out));
+    let json = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    (table, json, dir)
 }
 
 /// The memory step's rows: one per size, in order, each a child process
@@ -382,15 +398,15 @@ fn assert_memory_rows(json: &serde_json::Value, keys: &[u64], lookups: u64) {
 }
 
 #[test]
-fn the_memory_step_runs_without_a_broker_and_refuses_an_empty_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results");
-    let table = run_ok(
-        weir()
-            .args(["bench", "--steps", "memory", "--memory-keys", "3000,30000"])
-            .args(["--memory-lookups", "500", "--out"])
-            .arg(&out),
-    );
+fn the_memory_step_runs_without_a_broker() {
+    let (table, json, _out) = bench(&[
+        "--steps",
+        "memory",
+        "--memory-keys",
+        "3000,30000",
+        "--memory-lookups",
+        "500",
+    ]);
     assert!(
         table.contains("Settled RSS at 30000 keys / at 3000 keys: "),
         "{table}"
@@ -398,20 +414,7 @@ fn the_memory_step_runs_without_a_broker_and_refuses_an_empty_store() {
     // No broker step: no broker, no input, no throughput table.
     assert!(!table.contains("Broker:"), "{table}");
     assert!(!table.contains("| measurement |"), "{table}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["input_records"], 0);
     assert!(json["rows"].as_array().unwrap().is_empty());
     assert_memory_rows(&json, &[3000, 30000], 500);
-
-    let out = weir()
-        .args(["bench", "--steps", "memory", "--memory-keys", "1000,0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("--memory-keys"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
 }
