@@ -4,10 +4,11 @@
 // store memory in `weir` processes.
 
 /// jemalloc for every allocation in the process, RocksDB's and librdkafka's
-/// included (unprefixed `malloc`). Measured (the store memory benchmark, now `weir bench --steps memory`): with
-/// glibc's allocator a dedup store's process grew from 47 MiB at 1,000,000
-/// keys to 82 MiB at 10,000,000 (1.73×), 25 MiB of it freed compaction
-/// memory the heap kept; with jemalloc and the settings below, 48 → 49 MiB.
+/// included (unprefixed `malloc`). Measured (the store memory benchmark,
+/// now `weir bench --steps memory`): with glibc's allocator a dedup store's
+/// process grew from 47 MiB at 1,000,000 keys to 82 MiB at 10,000,000
+/// (1.73×), 25 MiB of it freed compaction memory the heap kept; with
+/// jemalloc and the settings below, 48 → 49 MiB.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
