@@ -899,14 +899,7 @@ fn latency_run(
                 "no confirmation of a record produced after the {warmup:.1} s warm-up"
             )));
         }
-        let peak = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
+        let peak_rss_mib = memory::proc_status_mib(&child.id().to_string(), "VmHWM:");
         ages.sort_by(f64::total_cmp);
         let pct = |p: f64| ages[((ages.len() as f64 * p) as usize).min(ages.len() - 1)];
         Ok(LatencyRow {
@@ -916,7 +909,7 @@ fn latency_run(
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
             max_ms: ages.last().copied().unwrap_or(0.0),
-            peak_rss_mib: peak / 1024.0,
+            peak_rss_mib,
             warmup_s: warmup,
         })
     })();

@@ -282,7 +282,7 @@ fn bad_configuration_is_refused_with_a_message_not_a_panic() {
 
 #[test]
 fn the_benchmark_harness_runs_and_writes_its_results() {
-    let (table, json, out) = bench(&[
+    let (table, json, dir) = bench(&[
         "--orders",
         "3000",
         "--partitions",
@@ -359,7 +359,7 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
     assert!(json["librdkafka"].as_str().unwrap().starts_with('2'));
     assert!(table.contains("| start → first output s | steady records/s | steady ratio |"));
     assert!(
-        std::fs::read_to_string(out.path().join("results/results.md"))
+        std::fs::read_to_string(dir.path().join("results/results.md"))
             .unwrap()
             .contains("Broker: the embedded broker")
     );

@@ -63,9 +63,11 @@ fn order_id(i: u64) -> String {
 /// of them up and reads the process's memory. Runs in the child process.
 pub fn fill_and_measure(keys: u64, lookups: u64, dir: &Path) -> Result<MemoryRow, StateError> {
     let mut store = RocksDbStore::open("dedup", dir, RocksDbOptions::default())?;
-    let rss_before = status_mib("VmRSS:");
+    let rss_before = proc_status_mib("self", "VmRSS:");
     let started = Instant::now();
     let first_seen_ms = 1_790_000_000_000i64;
+    // An index entry's value: `()` encodes to nothing.
+    let unit = weir_state::typed::encode("dedup", &())?;
     let mut batch = WriteBatch::default();
     for i in 0..keys {
         let key = order_id(i).into_bytes();
@@ -74,10 +76,7 @@ pub fn fill_and_measure(keys: u64, lookups: u64, dir: &Path) -> Result<MemoryRow
             first_offset: i as i64,
         };
         // The index entry is local (not logged): one changelog record a key.
-        batch.put(
-            index_key(seen.first_seen_ms, &key),
-            weir_state::typed::encode("dedup", &())?,
-        );
+        batch.put(index_key(seen.first_seen_ms, &key), &unit);
         batch.put(key, weir_state::typed::encode("dedup", &seen)?);
         if (i + 1) % BATCH_KEYS == 0 {
             batch.set_changelog_offset(i as i64);
@@ -103,7 +102,7 @@ pub fn fill_and_measure(keys: u64, lookups: u64, dir: &Path) -> Result<MemoryRow
             });
         }
     }
-    let rss_mib = status_mib("VmRSS:");
+    let rss_mib = proc_status_mib("self", "VmRSS:");
     return_freed_pages();
     let rocksdb_mib = store
         .memory_usage()
@@ -115,10 +114,10 @@ pub fn fill_and_measure(keys: u64, lookups: u64, dir: &Path) -> Result<MemoryRow
         fill_s,
         lookups,
         rss_mib,
-        settled_rss_mib: status_mib("VmRSS:"),
+        settled_rss_mib: proc_status_mib("self", "VmRSS:"),
         // The kernel syncs a thread's RSS counters into VmHWM lazily: it can
         // read below a VmRSS read just before.
-        peak_rss_mib: status_mib("VmHWM:").max(rss_mib),
+        peak_rss_mib: proc_status_mib("self", "VmHWM:").max(rss_mib),
         rss_before_mib: rss_before,
         disk_mib: dir_bytes(dir) as f64 / 1048576.0,
         rocksdb_mib,
@@ -239,9 +238,10 @@ fn return_freed_pages() {
     }
 }
 
-/// A field of `/proc/self/status` in MiB (0 where there is none).
-fn status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A memory field (`VmRSS:`, `VmHWM:`) of `/proc/<process>/status` in MiB
+/// (0 where there is none); `process` is a pid or `self`.
+pub(super) fn proc_status_mib(process: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with(field))
