@@ -138,7 +138,9 @@ for g in ["at-least-once", "exactly-once"]:
     # Every copy's watcher saw the same output topics: their mean.
     steady = sum(c["steady_seconds"] for c in copies) / len(copies)
     quix[g] = {"processes": procs, "copies": copies, "records": n, "seconds": seconds, "rate": n / seconds,
-               "steady_rate": 0.8 * n / steady}
+               "steady_rate": 0.8 * n / steady,
+               # Every copy's CPU over its own run, added up.
+               "cpu_us_per_record": sum(c["cpu_seconds"] for c in copies) * 1e6 / n}
 rows = {r["name"]: r for r in weir["rows"]}
 peer = []
 for g in quix:
@@ -146,6 +148,8 @@ for g in quix:
     peer.append({"guarantee": g, "weir_rate": w["rate"], "quix_rate": q["rate"], "weir_over_quix": w["rate"] / q["rate"],
                  "weir_steady_rate": w["steady_rate"], "quix_steady_rate": q["steady_rate"],
                  "weir_over_quix_steady": w["steady_rate"] / q["steady_rate"],
+                 "weir_cpu_us_per_record": w["cpu_us_per_record"], "quix_cpu_us_per_record": q["cpu_us_per_record"],
+                 "quix_cpu_over_weir": q["cpu_us_per_record"] / w["cpu_us_per_record"],
                  "quix_processes": procs, "quix_copies": q["copies"]})
 weir["peer"] = peer
 weir["peer_versions"] = versions
@@ -159,11 +163,13 @@ md = "\n".join(
 md += f"\nThe peer: the same dedup + route job in Quix Streams {versions} (bench/peers/quix_inventory.py), same broker and input"
 md += f"; Weir: one process, {weir['stream_threads']} stream thread(s); Quix Streams: {procs} process(es) in one consumer group."
 md += " Both runs end at the commit that covers the last input record, each at its own commit interval (1 s at-least-once, 100 ms exactly-once), start-up included;"
-md += " the steady rate leaves start-up and the end out: the input's rate while each job's outputs on the broker (sampled every 50 ms, the crossings interpolated) went from 10% to 90% of their number:\n\n"
-md += "| guarantee | Weir records/s | Quix Streams records/s | Weir / Quix | Weir steady | Quix Streams steady | Weir / Quix steady |\n|---|---:|---:|---:|---:|---:|---:|\n"
+md += " the steady rate leaves start-up and the end out: the input's rate while each job's outputs on the broker (sampled every 50 ms, the crossings interpolated) went from 10% to 90% of their number."
+md += " CPU µs/record: each job's processes' CPU time (user + system, every thread) over its whole run, per input record; the broker's is in neither:\n\n"
+md += "| guarantee | Weir records/s | Quix Streams records/s | Weir / Quix | Weir steady | Quix Streams steady | Weir / Quix steady | Weir CPU µs/record | Quix Streams CPU µs/record | Quix / Weir CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 for p in peer:
     md += (f"| {p['guarantee']} | {p['weir_rate']:.0f} | {p['quix_rate']:.0f} | {p['weir_over_quix']:.1f}× "
-           f"| {p['weir_steady_rate']:.0f} | {p['quix_steady_rate']:.0f} | {p['weir_over_quix_steady']:.1f}× |\n")
+           f"| {p['weir_steady_rate']:.0f} | {p['quix_steady_rate']:.0f} | {p['weir_over_quix_steady']:.1f}× "
+           f"| {p['weir_cpu_us_per_record']:.2f} | {p['quix_cpu_us_per_record']:.2f} | {p['quix_cpu_over_weir']:.1f}× |\n")
 open(out + ".md", "w").write(md)
 json.dump(weir, open(out + ".json", "w"), indent=2)
 print(md)

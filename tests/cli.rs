@@ -356,8 +356,18 @@ fn the_benchmark_harness_runs_and_writes_its_results() {
         }
     }
     assert!(rows[3..].iter().all(|r| r["steady_rate"].is_null()));
+    // Each throughput run's CPU per record; the broker ran in-process, so
+    // it is in the figure, and the table says so.
+    for r in &rows[..3] {
+        let cpu = r["cpu_us_per_record"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cpu.is_finite(), "{r}");
+    }
+    assert!(rows[3..].iter().all(|r| r["cpu_us_per_record"].is_null()));
+    assert_eq!(json["cpu_includes_broker"].as_bool(), Some(true));
+    assert!(table.contains("the broker runs in this process, so its share is included"));
     assert!(json["librdkafka"].as_str().unwrap().starts_with('2'));
-    assert!(table.contains("| start → first output s | steady records/s | steady ratio |"));
+    assert!(table
+        .contains("| start → first output s | steady records/s | steady ratio | CPU µs/record |"));
     assert!(
         std::fs::read_to_string(dir.path().join("results/results.md"))
             .unwrap()

@@ -7,7 +7,10 @@ orders to one topic, undecodable/invalid ones to a dead-letter topic.
         --guarantee exactly-once --outputs M --out result.json
 
 Runs until every input record is processed and committed, then prints and
-writes {"records": ..., "seconds": ..., "rate": ..., "steady_seconds": ...}.
+writes {"records": ..., "seconds": ..., "rate": ..., "steady_seconds": ...,
+"cpu_seconds": ...}: "cpu_seconds" is this process's CPU time (user +
+system, every thread, from getrusage) over the same run, as `weir bench`
+counts its own.
 M is how many records the confirmed and dead-letter topics hold at the end
 (every input order or poison record gives exactly one). The run ends as
 Weir's does in `weir bench`: at the commit that covers the last input
@@ -47,6 +50,7 @@ import atexit
 import json
 import shutil
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -54,6 +58,13 @@ import time
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from quixstreams import Application, message_context
+
+
+def cpu_seconds():
+    """CPU time (user + system) of this process so far, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
 
 p = argparse.ArgumentParser()
 p.add_argument("--brokers", required=True)
@@ -132,6 +143,7 @@ input_ends = {
 if args.start_at is not None:
     time.sleep(max(0.0, args.start_at - time.time()))
 started = time.monotonic()
+started_cpu = cpu_seconds()
 app = Application(
     broker_address=args.brokers,
     consumer_group=f"quix-inventory-{mode}",
@@ -213,6 +225,7 @@ bad.to_topic(dead)
 positions = {}  # input partition -> offset after the last record processed
 committed_positions = {}  # the same, as of the last commit that covered new records
 committed_at = None  # when that commit finished
+committed_cpu = None  # this process's CPU seconds then
 outputs_complete_at = None
 steady = {}  # output fraction -> seconds since start
 
@@ -227,11 +240,12 @@ def hook_commits():
     original = ProcessingContext.commit_checkpoint
 
     def commit_checkpoint(self, *a, **kw):
-        global committed_positions, committed_at
+        global committed_positions, committed_at, committed_cpu
         before, covered = self.checkpoint, dict(positions)
         original(self, *a, **kw)
         if self.checkpoint is not before and covered != committed_positions:
             committed_positions, committed_at = covered, time.monotonic()
+            committed_cpu = cpu_seconds()
 
     ProcessingContext.commit_checkpoint = commit_checkpoint
 
@@ -301,6 +315,7 @@ result = {
     # All copies' outputs between 10% and 90% of the total, over the time
     # between: the rate without start-up and the last commit.
     "steady_seconds": steady[0.9] - steady[0.1],
+    "cpu_seconds": committed_cpu - started_cpu,
 }
 print(json.dumps(result))
 if args.out:

@@ -21,6 +21,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         steps: args.steps.clone(),
         brokers: String::new(),
         broker_name: String::new(),
+        broker_in_process: false,
         orders: args.orders,
         partitions,
         work_dir: work.path().to_path_buf(),
@@ -62,6 +63,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let b = EmbeddedBroker::start(1, &specs)?;
             cfg.brokers = b.bootstrap_servers().to_string();
             cfg.broker_name = "the embedded broker (librdkafka mock cluster, in-process)".into();
+            cfg.broker_in_process = true;
             // Without these the latency figures and every restart (the
             // restore step restarts a job) would measure the mock's ways.
             cfg.job_kafka = job_client_defaults();
