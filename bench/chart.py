@@ -5,8 +5,8 @@
 
 One bar per measured rate (records/s, log scale: the raw references and the
 peer differ by orders of magnitude), labelled with its figure and its ratio
-to its reference; the issue's target ratio is named beside each bar that has
-one. Needs matplotlib (`python3 -m pip install matplotlib`).
+to its reference (and, where the file has it, its CPU time per input
+record); the issue's target ratio is named beside each bar that has one. Needs matplotlib (`python3 -m pip install matplotlib`).
 """
 
 import json
@@ -41,6 +41,8 @@ def bars(results):
             note += f"   {ratio:.2f}× reference"
             if target is not None:
                 note += f" (target {target}×)"
+        if row.get("cpu_us_per_record") is not None:
+            note += f"   CPU {row['cpu_us_per_record']:.2f} µs/record"
         colour = "#7f7f7f" if ratio is None else "#1f77b4"
         # Each run's time, listed in the row's name, is for the table only.
         label = re.sub(r"; runs [^)]*", "", name)
@@ -53,7 +55,12 @@ def bars(results):
             (
                 f"Quix Streams{copies}, {g}",
                 peer["quix_rate"],
-                f"{peer['quix_rate']:,.0f}/s   Weir {peer['weir_over_quix']:.1f}× (target 10×)",
+                f"{peer['quix_rate']:,.0f}/s   Weir {peer['weir_over_quix']:.1f}× (target 10×)"
+                + (
+                    f"   CPU {peer['quix_cpu_us_per_record']:.2f} µs/record"
+                    if "quix_cpu_us_per_record" in peer
+                    else ""
+                ),
                 "#ff7f0e",
             )
         )
