@@ -6,7 +6,8 @@
 One bar per measured rate (records/s, log scale: the raw references and the
 peer differ by orders of magnitude), labelled with its figure and its ratio
 to its reference (and, where the file has it, its CPU time per input
-record); the issue's target ratio is named beside each bar that has one. Needs matplotlib (`python3 -m pip install matplotlib`).
+record); the issue's target ratio is named beside each bar that has one.
+Needs matplotlib (`python3 -m pip install matplotlib`).
 """
 
 import json

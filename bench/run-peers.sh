@@ -29,8 +29,9 @@
 # Streams scales out (the same cores as Weir's threads), and adds -quixN;
 # their rate is the input's records over the slowest copy's time. Both jobs'
 # runs end at the commit that covers their last input record; the table
-# also gives each job's steady rate (start-up and the end left out) and the
-# Quix Streams, Python and client versions.
+# also gives each job's steady rate (start-up and the end left out), each
+# job's CPU time per input record (its own processes, not the broker's) and
+# the Quix Streams, Python and client versions.
 # Installs what it needs (nisshi through scripts/nisshi.sh, quixstreams from
 # PyPI).
 set -euo pipefail
