@@ -1135,11 +1135,14 @@ pub fn markdown(r: &Report) -> String {
         ));
     }
     s.push_str("Throughput runs end when their input is committed (lag 0), start-up included. Their steady rate leaves start-up and the end out: the outputs on the broker (sampled every 50 ms, the crossings interpolated) went from 10% to 90% of their number while 80% of the input went through.\n\n");
-    s.push_str(if r.cpu_includes_broker {
-        "CPU µs/record: user + system time of the benchmark process over the run, every thread, per input record; the broker runs in this process, so its share is included.\n\n"
-    } else {
-        "CPU µs/record: user + system time of the benchmark process over the run, every thread, per input record; the broker's is not included (another process).\n\n"
-    });
+    s.push_str(&format!(
+        "CPU µs/record: user + system time of the benchmark process over the run, every thread, per input record; {}.\n\n",
+        if r.cpu_includes_broker {
+            "the broker runs in this process, so its share is included"
+        } else {
+            "the broker's is not included (another process)"
+        }
+    ));
     s.push_str(
         "| measurement | records | seconds | records/s | ratio | start → first output s | steady records/s | steady ratio | CPU µs/record |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
